@@ -1,0 +1,120 @@
+"""Atomic writes and root-confined paths: the only way stages put files on disk.
+
+Every output is written to a temporary sibling and renamed into place, so a killed stage never
+leaves a file that looks complete; every path built from data (an id, a relative path in a label
+file) goes through :func:`safe_join`, so it cannot escape its data root.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class UnsafePathError(ValueError):
+    """A path taken from data that would land outside its root."""
+
+
+def safe_join(root: str | Path, relative: str | Path, *, resolve_links: bool = True) -> Path:
+    """Return ``root / relative``, refusing absolute parts, ``..`` escapes and (by default) symlinks out.
+
+    Raises :class:`UnsafePathError` naming both paths when the result is not inside ``root``.
+    """
+    root = Path(root)
+    rel = str(relative)
+    if not rel or "\x00" in rel:
+        raise UnsafePathError(f"empty or NUL-containing path {relative!r} under {root}")
+    if os.path.isabs(rel) or (os.sep != "/" and rel.startswith("/")):
+        raise UnsafePathError(f"absolute path {rel!r} is not allowed under {root}")
+    candidate = root / rel
+    root_abs = os.path.abspath(root)
+    cand_abs = os.path.abspath(candidate)
+    if os.path.commonpath([root_abs, cand_abs]) != root_abs:
+        raise UnsafePathError(f"path {rel!r} escapes its root {root}")
+    if resolve_links:
+        root_real = os.path.realpath(root)
+        cand_real = os.path.realpath(candidate)
+        if os.path.commonpath([root_real, cand_real]) != root_real:
+            raise UnsafePathError(f"path {rel!r} under {root} resolves to {cand_real}, outside the root")
+    return candidate
+
+
+def is_within(root: str | Path, path: str | Path) -> bool:
+    """True when ``path`` (after resolving symlinks) lies inside ``root``."""
+    root_real = os.path.realpath(root)
+    return os.path.commonpath([root_real, os.path.realpath(path)]) == root_real
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
+
+    The temporary name keeps the suffix (``.x.webm.tmp-ab12.webm``) so writers that infer a format
+    from the extension still work; it starts with a dot so globbing ``*.webm`` never sees it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def remove_stale_temps(directory: str | Path) -> int:
+    """Delete temporary files that :func:`atomic_path` left behind in ``directory`` when a process was
+    killed (SIGKILL skips cleanup); return how many were removed. Call it only when no writer is active."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    stale = [p for p in directory.glob(".*.tmp-*") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsynced temp file + rename); return ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; return ``path``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
+    """Write ``obj`` as JSON (keys in insertion order, trailing newline) atomically; return ``path``."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def atomic_write_parquet(path: str | Path, frame: Any) -> Path:
+    """Write a pandas DataFrame to parquet atomically (no index); return ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file, naming the file in the error when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from err

@@ -1,0 +1,46 @@
+"""Quarantine: items set aside with a machine-readable reason, so bad input never stops a stage."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# reason code -> what it means (shown in validation reports)
+REASONS: dict[str, str] = {
+    "zero_bytes": "file is empty (0 bytes)",
+    "not_video": "file cannot be opened as a video container or has no video stream",
+    "undecodable": "container opens but no frame decodes",
+    "truncated": "decoding stops early: fewer frames than the container declares, or a decode error mid-stream",
+    "wrong_size": "frame size outside the configured limits",
+    "too_short": "fewer frames or seconds than the configured minimum",
+    "missing_label": "video file whose id is in none of the label files",
+    "missing_video": "label entry whose video file does not exist",
+    "unknown_template": "template not in labels.json (after removing the [ ] brackets)",
+    "duplicate_id": "id listed more than once across the label files",
+    "path_escape": "id or path would resolve outside the dataset root",
+    "bad_label_entry": "label entry missing a required field or with a field of the wrong type",
+}
+
+
+class QuarantineError(Exception):
+    """Raised by per-item code to send the item to quarantine; carries a code from REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        if reason not in REASONS:
+            raise ValueError(f"unknown quarantine reason {reason!r}; add it to lib.quarantine.REASONS")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """One quarantined item: its id, the path concerned (relative to its root), reason code, detail."""
+
+    id: str
+    path: str
+    reason: str
+    detail: str = ""
+    split: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the entry as a plain dict (for JSON)."""
+        return asdict(self)

@@ -1,0 +1,397 @@
+"""SSv2 ingestion: plan (label-level checks), per-shard probe + training copy, merge to one manifest.
+
+The plan is pure and cheap (label files + a directory listing), so every shard job recomputes it
+and takes its own slice: no plan file whose rewrite would invalidate every shard. Each shard writes
+one parquet atomically; the merge writes ``manifest.parquet``, ``quarantine.json``, ``summary.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from lib.io import (UnsafePathError, atomic_write_json, atomic_write_parquet, is_within, remove_stale_temps,
+                    safe_join)
+from lib.quarantine import QuarantineEntry, QuarantineError
+from lib.ssv2.labels import BadEntry, LabelEntry, normalize_template, read_classes, read_split
+from lib.ssv2.layout import SPLIT_FILES, VIDEO_DIR, VIDEO_SUFFIX, label_path
+from lib.video.encode import EncodeSettings, VideoWriter
+from lib.video.probe import ProbeResult, probe_video
+
+
+@dataclass(frozen=True)
+class SSv2Source:
+    """``ssv2`` params: where the dataset (synthetic or a real download) lives."""
+
+    root: str = "data/raw/ssv2_synth"
+
+
+@dataclass(frozen=True)
+class IngestSSv2Config:
+    """``ingest_ssv2`` params: sharding, the training copy, and what counts as a bad video."""
+
+    out: str = "data/interim/ssv2"
+    shards: int = 4
+    cores: int = 2  # snakemake --cores used by the DVC stage
+    mode: str = "reencode"  # "reencode": training copy with the settings below; "keep": point at the source
+    short_side: int | None = None  # training copy's shorter side in pixels; None keeps the size
+    fps: int | None = None  # training copy's frame rate; None keeps it
+    keyframe_interval: int = 6  # frames between keyframes in the copy: small = fast random access
+    codec: str = "libvpx-vp9"
+    suffix: str = ".webm"
+    crf: int = 30
+    encoder_speed: int = 8
+    expected_height: int | None = 240  # real SSv2 is 240 px high; None accepts any height
+    min_width: int = 32
+    max_width: int = 1920
+    min_frames: int = 8
+    min_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("reencode", "keep"):
+            raise ValueError(f"mode must be 'reencode' or 'keep', got {self.mode!r}")
+        if self.shards < 1:
+            raise ValueError("shards must be >= 1")
+
+    def encode_settings(self) -> EncodeSettings:
+        """Return the encoder settings of the training copy."""
+        return EncodeSettings(codec=self.codec, crf=self.crf, keyframe_interval=self.keyframe_interval,
+                              speed=self.encoder_speed)
+
+
+MANIFEST = "manifest.parquet"
+QUARANTINE = "quarantine.json"
+SUMMARY = "summary.json"
+SHARD_DIR = "shards"
+COPY_DIR = "videos"
+
+
+def shard_name(index: int) -> str:
+    """Return the file name of shard ``index`` (zero-padded so listings sort)."""
+    return f"shard-{index:05d}.parquet"
+
+
+def shard_of(video_id: str, shards: int) -> int:
+    """Return the shard an id belongs to: a stable hash, so adding videos moves no one else."""
+    return zlib.crc32(video_id.encode()) % shards
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """A video that passed the label-level checks and will be probed."""
+
+    id: str
+    split: str
+    label: str | None
+    template: str | None  # as in labels.json (brackets removed)
+    template_raw: str | None  # as in the split file, with [ ] placeholders
+    class_index: int
+    placeholders: tuple[str, ...]
+    source: str  # relative to the root
+    bytes: int
+    mtime_ns: int
+    shard: int
+
+
+@dataclass
+class IngestPlan:
+    """Everything the label files and the directory listing decide, before decoding anything."""
+
+    items: list[PlannedItem]
+    quarantine: list[QuarantineEntry]
+
+    def shard_items(self, index: int) -> list[PlannedItem]:
+        """Return the items of shard ``index``."""
+        return [it for it in self.items if it.shard == index]
+
+    def fingerprints(self, shards: int) -> list[str]:
+        """Return one digest per shard of everything that shard's output depends on in the data."""
+        digests = [hashlib.sha256() for _ in range(shards)]
+        for it in self.items:
+            digests[it.shard].update(json.dumps(asdict(it), sort_keys=True).encode())
+        return [d.hexdigest()[:16] for d in digests]
+
+    def digest(self) -> str:
+        """Return a digest of the whole plan, quarantine included (the merge's input)."""
+        h = hashlib.sha256()
+        for it in self.items:
+            h.update(json.dumps(asdict(it), sort_keys=True).encode())
+        for q in self.quarantine:
+            h.update(json.dumps(q.to_dict(), sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+
+def plan_ingest(root: str | Path, shards: int) -> IngestPlan:
+    """Read the label files and list the videos of an SSv2 root; return what to probe and what to quarantine.
+
+    Label-level quarantine: malformed entries, duplicate ids (every copy), unknown templates, ids or
+    symlinks that escape the root, label entries without a video, videos without a label entry.
+    """
+    root = Path(root)
+    video_dir = root / VIDEO_DIR
+    if not video_dir.is_dir():
+        raise FileNotFoundError(
+            f"{video_dir}: no SSv2 video folder. Point ssv2.root in params.yaml at an SSv2 download "
+            f"(with {VIDEO_DIR}/ and labels/) or run `dvc repro synth_ssv2` for the embedded data.")
+    classes = read_classes(root)
+    quarantine: list[QuarantineEntry] = []
+    entries: list[LabelEntry] = []
+    for split in SPLIT_FILES:
+        good, bad = read_split(root, split)
+        entries.extend(good)
+        quarantine.extend(_bad_entry(b) for b in bad)
+
+    on_disk = _list_videos(video_dir)
+    counts = Counter(e.id for e in entries)
+    seen_ids: set[str] = set()
+    items: list[PlannedItem] = []
+    for e in entries:
+        seen_ids.add(e.id)
+        rel = f"{VIDEO_DIR}/{e.id}{VIDEO_SUFFIX}"
+        if counts[e.id] > 1:
+            quarantine.append(QuarantineEntry(e.id, rel, "duplicate_id",
+                                              f"id appears {counts[e.id]} times in the label files", e.split))
+            continue
+        try:
+            path = safe_join(root, rel)
+        except UnsafePathError as err:
+            quarantine.append(QuarantineEntry(e.id, rel, "path_escape", str(err), e.split))
+            continue
+        class_index = -1
+        template = None
+        if e.template is not None:
+            template = normalize_template(e.template)
+            if template not in classes:
+                quarantine.append(QuarantineEntry(e.id, rel, "unknown_template",
+                                                  f"{e.template!r} is not in labels/labels.json", e.split))
+                continue
+            class_index = classes[template]
+        if e.id not in on_disk:
+            quarantine.append(QuarantineEntry(e.id, rel, "missing_video", f"{rel} does not exist", e.split))
+            continue
+        st = path.stat()
+        items.append(PlannedItem(id=e.id, split=e.split, label=e.label, template=template, template_raw=e.template,
+                                 class_index=class_index, placeholders=tuple(e.placeholders), source=rel,
+                                 bytes=st.st_size, mtime_ns=st.st_mtime_ns, shard=shard_of(e.id, shards)))
+    for vid in sorted(on_disk.keys() - seen_ids):
+        rel = f"{VIDEO_DIR}/{on_disk[vid]}"
+        if not is_within(root, root / rel):
+            quarantine.append(QuarantineEntry(vid, rel, "path_escape", "symlink resolves outside the root"))
+        else:
+            quarantine.append(QuarantineEntry(vid, rel, "missing_label", "id is in no label file"))
+    items.sort(key=lambda it: _id_key(it.id))
+    return IngestPlan(items=items, quarantine=quarantine)
+
+
+def _list_videos(video_dir: Path) -> dict[str, str]:
+    with os.scandir(video_dir) as it:
+        names = [e.name for e in it if e.name.endswith(VIDEO_SUFFIX) and not e.name.startswith(".")]
+    return {n[: -len(VIDEO_SUFFIX)]: n for n in names}
+
+
+def _bad_entry(b: BadEntry) -> QuarantineEntry:
+    return QuarantineEntry(b.id, f"labels/{SPLIT_FILES[b.split]}#{b.position}", "bad_label_entry", b.detail, b.split)
+
+
+def _id_key(vid: str) -> tuple[int, int | str]:
+    return (0, int(vid)) if vid.isdigit() else (1, vid)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-video work
+
+
+def target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """Return (width, height) scaled so the shorter side is ``short_side`` (even numbers, for yuv420p)."""
+    if short_side is None:
+        return width, height
+    scale = short_side / min(width, height)
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+class _TrainingCopy:
+    """Frame sink that resamples the frame rate, resizes, and encodes the training copy."""
+
+    def __init__(self, dst: Path, src_fps: float, cfg: IngestSSv2Config):
+        self.cfg = cfg
+        self.out_fps = cfg.fps or max(1, int(round(src_fps)))
+        # Timestamps are rounded by the container (ms in webm); snapping each frame to the nearest
+        # output slot within half a source period keeps exactly one frame per slot.
+        self.snap = 0.5 * min(1.0, self.out_fps / src_fps) if src_fps > 0 else 0.5
+        self.writer = VideoWriter(dst, fps=self.out_fps, settings=cfg.encode_settings())
+        self.next_slot = 0
+        self.t0: float | None = None
+        self.size: tuple[int, int] | None = None
+
+    def push(self, rgb: np.ndarray, t: float) -> None:
+        if self.t0 is None:
+            self.t0 = t
+        slot = int(np.floor((t - self.t0) * self.out_fps + self.snap))
+        if slot < self.next_slot:  # a lower output rate drops this frame
+            return
+        self.next_slot = slot + 1
+        h, w = rgb.shape[:2]
+        tw, th = target_size(w, h, self.cfg.short_side)
+        if (tw, th) != (w, h):
+            rgb = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.Resampling.BICUBIC))
+        self.size = (tw, th)
+        self.writer.write(rgb)
+
+
+def ingest_video(root: Path, out: Path, item: PlannedItem, cfg: IngestSSv2Config) -> dict:
+    """Probe one video (full decode) and write its training copy; return its manifest row.
+
+    Raises :class:`QuarantineError` for a bad video; no partial copy is left behind.
+    """
+    src = safe_join(root, item.source)
+    copy: _TrainingCopy | None = None
+    dst = out / COPY_DIR / f"{item.id}{cfg.suffix}"
+
+    def on_frame(rgb: np.ndarray, t: float, stream_fps: float) -> None:
+        nonlocal copy, checked
+        if not checked:
+            _check_size(rgb.shape[1], rgb.shape[0], cfg)
+            checked = True
+            if cfg.mode == "reencode":
+                copy = _TrainingCopy(dst, stream_fps, cfg)
+        if copy is not None:
+            copy.push(rgb, t)
+
+    checked = False
+    try:
+        probe = probe_video(src, on_frame=on_frame)
+        if probe.frames < cfg.min_frames or probe.duration_s < cfg.min_seconds:
+            raise QuarantineError("too_short", f"{probe.frames} frames, {probe.duration_s:.2f}s; "
+                                  f"need >= {cfg.min_frames} frames and >= {cfg.min_seconds}s")
+        if copy is not None:
+            copy.writer.commit()
+    except BaseException:
+        if copy is not None:
+            copy.writer.abort()
+        raise
+    row = _base_row(item)
+    row.update({f"probe_{k}": v for k, v in probe.to_dict().items()})
+    if copy is not None:
+        row.update(path=os.path.relpath(dst, out), frames=copy.writer.frames, fps=float(copy.out_fps),
+                   width=copy.size[0], height=copy.size[1])
+    else:
+        row.update(path=os.path.relpath(src, out), frames=probe.frames, fps=probe.fps,
+                   width=probe.width, height=probe.height)
+    return row
+
+
+def _check_size(width: int, height: int, cfg: IngestSSv2Config) -> None:
+    if cfg.expected_height is not None and height != cfg.expected_height:
+        raise QuarantineError("wrong_size", f"{width}x{height}: height must be {cfg.expected_height}")
+    if not cfg.min_width <= width <= cfg.max_width:
+        raise QuarantineError("wrong_size", f"{width}x{height}: width outside [{cfg.min_width}, {cfg.max_width}]")
+
+
+def _base_row(item: PlannedItem) -> dict:
+    return {"id": item.id, "split": item.split, "label": item.label, "template": item.template,
+            "template_raw": item.template_raw, "class_index": item.class_index, "placeholders": list(item.placeholders),
+            "source_path": item.source}
+
+
+# ---------------------------------------------------------------------------------------------
+# shards and merge
+
+SHARD_COLUMNS = ["id", "split", "label", "template", "template_raw", "class_index", "placeholders", "source_path", "path",
+                 "frames", "fps", "width", "height", "probe_frames", "probe_fps", "probe_width", "probe_height",
+                 "probe_duration_s", "probe_declared_duration_s", "probe_codec", "probe_bytes",
+                 "reason", "detail"]
+
+
+def run_shard(root: str | Path, cfg: IngestSSv2Config, index: int, *, progress: bool = True) -> Path:
+    """Probe and copy every video of shard ``index``; write its parquet atomically and return its path.
+
+    Rows of bad videos carry ``reason`` and ``detail``; good rows have them empty.
+    """
+    root, out = Path(root), Path(cfg.out)
+    plan = plan_ingest(root, cfg.shards)
+    rows = []
+    for item in tqdm(plan.shard_items(index), desc=f"ingest_ssv2 shard {index}", unit="video", disable=not progress):
+        try:
+            row = ingest_video(root, out, item, cfg)
+            row.update(reason=None, detail=None)
+        except QuarantineError as err:
+            row = _base_row(item)
+            row.update(reason=err.reason, detail=err.detail)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=SHARD_COLUMNS)
+    return atomic_write_parquet(out / SHARD_DIR / shard_name(index), frame)
+
+
+def merge_shards(root: str | Path, cfg: IngestSSv2Config) -> dict:
+    """Join all shard parquets into the manifest and the quarantine list; return the summary written."""
+    root, out = Path(root), Path(cfg.out)
+    plan = plan_ingest(root, cfg.shards)
+    remove_stale_temps(out / SHARD_DIR)
+    parts = []
+    for i in range(cfg.shards):
+        path = out / SHARD_DIR / shard_name(i)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: shard missing; run `snakemake --cores N ingest_ssv2` to finish ingestion")
+        parts.append(pd.read_parquet(path))
+    shards = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SHARD_COLUMNS)
+    bad = shards[shards["reason"].notna()]
+    good = shards[shards["reason"].isna()].drop(columns=["reason", "detail"])
+    good = good.assign(_k=good["id"].map(_id_key)).sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    for col in ("frames", "width", "height", "probe_frames", "probe_width", "probe_height", "probe_bytes", "class_index"):
+        good[col] = good[col].astype("int64")
+    quarantine = [q.to_dict() for q in plan.quarantine]
+    quarantine += [QuarantineEntry(r.id, r.source_path, r.reason, r.detail or "", r.split).to_dict()
+                   for r in bad.itertuples()]
+    quarantine.sort(key=lambda q: (q["reason"], _id_key(q["id"])))
+    _prune_copies(out, good)
+    atomic_write_parquet(out / MANIFEST, good)
+    atomic_write_json(out / QUARANTINE, quarantine)
+    summary = {
+        "root": str(root),
+        "videos": int(len(good)),
+        "quarantined": len(quarantine),
+        "by_split": {s: int(n) for s, n in good["split"].value_counts().sort_index().items()},
+        "quarantine_by_reason": dict(sorted(Counter(q["reason"] for q in quarantine).items())),
+        "mode": cfg.mode,
+    }
+    atomic_write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _prune_copies(out: Path, good: pd.DataFrame) -> None:
+    """Delete training copies that no manifest row points at (quarantined or removed since a run)."""
+    copies = out / COPY_DIR
+    if not copies.is_dir():
+        return
+    keep = {os.path.normpath(p) for p in good["path"]}
+    for f in copies.iterdir():
+        if os.path.normpath(os.path.relpath(f, out)) not in keep:
+            f.unlink()
+
+
+def read_manifest(out: str | Path) -> pd.DataFrame:
+    """Return the manifest with an extra absolute ``abs_path`` column for readers."""
+    out = Path(out)
+    df = pd.read_parquet(out / MANIFEST)
+    df["abs_path"] = [str((out / p).resolve()) for p in df["path"]]
+    return df
+
+
+def probe_fields() -> list[str]:
+    """Return the probe field names as they appear (prefixed ``probe_``) in the manifest."""
+    return [f"probe_{f}" for f in ProbeResult.__dataclass_fields__]
