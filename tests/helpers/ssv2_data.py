@@ -18,7 +18,9 @@ H, W = 64, 96  # tests set ingest_ssv2.expected_height to H
 def moving_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
     """Return n frames of a random texture sliding right 2 px per frame (real temporal structure)."""
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (h, w + 2 * n, 3), dtype=np.uint8)
+    # 8x8 blocks: a texture a codec can keep, so decoded frames stay close to their sources
+    coarse = rng.integers(0, 255, (h // 8 + 1, (w + 2 * n) // 8 + 1, 3), dtype=np.uint8)
+    base = coarse.repeat(8, axis=0).repeat(8, axis=1)[:h, : w + 2 * n]
     return [np.ascontiguousarray(base[:, 2 * n - 2 * i: 2 * n - 2 * i + w]) for i in range(n)]
 
 
@@ -28,6 +30,17 @@ def write_good(root: Path, vid: str, n: int = 24, h: int = H, w: int = W, fps: i
     write_video(path, moving_frames(n, h, w, seed=int(vid) if vid.isdigit() else 0), fps=fps,
                 settings=EncodeSettings(keyframe_interval=6))
     return path
+
+
+def header_only(path: Path) -> bytes:
+    """Return the bytes of ``path`` cut a few bytes into its first video packet: a container that
+    opens but whose frames cannot decode."""
+    import av
+
+    with av.open(str(path)) as c:
+        first = next(p for p in c.demux(c.streams.video[0]) if p.pos is not None and p.pos >= 0)
+        pos = first.pos
+    return path.read_bytes()[: pos + 8]
 
 
 def entry(vid: str, template: str, objects: list[str] | None = None) -> dict:
@@ -93,7 +106,7 @@ def make_bad_root(root: Path, outside: Path) -> tuple[list[str], dict[str, str]]
     whole = write_good(root, "902", n=48).read_bytes()
     (vdir / "902.webm").write_bytes(whole[: len(whole) // 2])
     (vdir / "903.webm").write_bytes(b"this is not a video, just text pretending\n" * 50)
-    (vdir / "904.webm").write_bytes(whole[:400])
+    (vdir / "904.webm").write_bytes(header_only(write_good(root, "904", n=12)))
     write_good(root, "905", h=H // 2, w=W)
     write_good(root, "906", n=3)
     write_good(root, "907")

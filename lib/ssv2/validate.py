@@ -1,0 +1,713 @@
+"""SSv2 validation: measure an ingested dataset, check it against thresholds, plot and report it.
+
+Everything here works on what ``ingest_ssv2`` wrote (the manifest DataFrame, the quarantine list,
+the summary dict) and on config dataclasses; nothing reads ``params.yaml`` or argv. The stage
+``stages/validate_ssv2.py`` wires these together:
+
+    metrics = compute_metrics(manifest, quarantine, trainers, cfg, source=...)
+    failures = check_thresholds(metrics, cfg)
+    plots = write_plots(manifest, metrics, cfg.report_dir)
+    report = render_report(metrics, failures, plots, cfg)
+
+Definitions used throughout (also stated in the report):
+
+- *items* = good videos (manifest rows) + quarantined entries; every fraction below is over items.
+- *labelled* rows are those with a template (train and validation; test has none).
+- *expected* count of a class = its share of the real SSv2 videos among the classes present here
+  (``reference_classes()``) x the number of our labelled videos of those classes.
+- *exposure* of a trainer = steps x batch_size x grad_accum / number of train videos, i.e. how many
+  times each train video is seen. Bands (``exposure_bands``):
+  ``conservative`` v < conservative; ``moderate`` conservative <= v <= moderate;
+  ``high`` moderate < v <= risky (the gap between "moderate" and "risky"); ``risky`` v > risky.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lib.config import from_dict
+from lib.io import atomic_path, read_json
+from lib.quarantine import REASONS
+from lib.ssv2.labels import fill_template, normalize_template, reference_classes
+
+SPLITS = ("train", "validation", "test")
+LABELLED_SPLITS = ("train", "validation")
+DECODE_REASONS = ("zero_bytes", "not_video", "undecodable", "truncated")
+MISSING_REASONS = ("missing_video", "missing_label")
+SCHEDULE_KEYS = ("steps", "batch_size", "grad_accum")
+NOT_CONFIGURED = "not configured"
+NO_TRAIN_VIDEOS = "no train videos"
+MAX_EXAMPLES = 20
+SECTION = "validate_ssv2"
+
+PLOT_FILES = ("class_balance.png", "durations.png", "resolutions.png", "quarantine.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass(frozen=True)
+class ExposureBands:
+    """Upper bounds of the exposure bands, in views per train video (see the module docstring)."""
+
+    conservative: float = 10
+    moderate: float = 50
+    risky: float = 100
+
+    def __post_init__(self) -> None:
+        if not 0 < self.conservative <= self.moderate <= self.risky:
+            raise ValueError("exposure_bands must satisfy 0 < conservative <= moderate <= risky, got "
+                             f"{self.conservative}, {self.moderate}, {self.risky}")
+
+
+@dataclass(frozen=True)
+class TrainerSchedule:
+    """The part of a trainer's params section that fixes how many samples it draws."""
+
+    steps: int
+    batch_size: int
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        for name in SCHEDULE_KEYS:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def samples(self) -> int:
+        """Return the number of samples drawn over the whole run: steps x batch_size x grad_accum."""
+        return self.steps * self.batch_size * self.grad_accum
+
+
+@dataclass(frozen=True)
+class ValidateSSv2Config:
+    """``validate_ssv2`` params: where the report goes and the thresholds the dataset must meet."""
+
+    report_dir: str = "reports/validate_ssv2"
+    max_quarantine_fraction: float = 0.05  # quarantined / (good + quarantined)
+    max_missing_fraction: float = 0.05  # (missing_video + missing_label) / (good + quarantined)
+    max_duplicate_ids: int = 0  # distinct ids listed more than once
+    max_label_mismatches: int = 0  # labelled rows whose label, template or class index disagree
+    min_videos_per_class: int = 3  # labelled (train + validation) videos of every class present
+    min_videos: int = 10  # good videos in the manifest
+    exposure_trainers: list[str] = field(default_factory=lambda: ["train_apt", "train_video_vae"])
+    exposure_bands: ExposureBands = field(default_factory=ExposureBands)
+
+    def __post_init__(self) -> None:
+        for name in ("max_quarantine_fraction", "max_missing_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        for name in ("max_duplicate_ids", "max_label_mismatches", "min_videos_per_class", "min_videos"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def schedule_from_section(section: Any, where: str) -> TrainerSchedule | None:
+    """Return the TrainerSchedule in a trainer's params section, or None when the section is absent/empty.
+
+    Only ``steps``, ``batch_size`` and ``grad_accum`` are read; the trainer's other keys are its own.
+    """
+    if section is None:
+        return None
+    if not isinstance(section, Mapping):
+        return from_dict(TrainerSchedule, section, where)  # raises, naming the section
+    return from_dict(TrainerSchedule, {k: section[k] for k in SCHEDULE_KEYS if k in section}, where)
+
+
+def load_ingest_outputs(out: str | Path) -> tuple[pd.DataFrame, list[dict], dict]:
+    """Return (manifest, quarantine list, summary) read from an ``ingest_ssv2`` output folder."""
+    from lib.ssv2.ingest import MANIFEST, QUARANTINE, SUMMARY
+
+    out = Path(out)
+    for name in (MANIFEST, QUARANTINE, SUMMARY):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{out / name}: ingest output missing; run `dvc repro ingest_ssv2` "
+                                    f"(or check ingest_ssv2.out in the params file)")
+    quarantine = read_json(out / QUARANTINE)
+    if not isinstance(quarantine, list):
+        raise ValueError(f"{out / QUARANTINE}: expected a JSON list of entries, got {type(quarantine).__name__}")
+    summary = read_json(out / SUMMARY)
+    return pd.read_parquet(out / MANIFEST), quarantine, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def compute_metrics(manifest: pd.DataFrame, quarantine: list[dict], trainers: Mapping[str, TrainerSchedule | None],
+                    cfg: ValidateSSv2Config, *, source: Mapping[str, Any] | None = None) -> dict:
+    """Return the nested metrics dict of an ingested dataset (plain JSON types only).
+
+    ``trainers`` maps a trainer name to its schedule, or None when its params section is absent;
+    ``source`` (e.g. root, ingest folder, mode) is copied into ``metrics["source"]`` for the report.
+    Keys: source, totals, splits, classes (per_class list inside), decode_failures, quarantine,
+    missing, duplicates, labels, durations, fps, resolutions, exposure.
+    """
+    n_good = int(len(manifest))
+    n_quarantined = len(quarantine)
+    items = n_good + n_quarantined
+    reasons = Counter(str(q.get("reason", "")) for q in quarantine)
+    splits = manifest["split"].value_counts() if n_good else pd.Series(dtype=int)
+    train_videos = int(splits.get("train", 0))
+    missing = sum(reasons[r] for r in MISSING_REASONS)
+    return {
+        "source": dict(source or {}),
+        "totals": {"videos": n_good, "quarantined": n_quarantined, "items": items},
+        "splits": {s: int(splits.get(s, 0)) for s in [*SPLITS, *sorted(set(splits.index) - set(SPLITS))]},
+        "classes": _class_metrics(manifest),
+        "decode_failures": {"count": sum(reasons[r] for r in DECODE_REASONS),
+                            "by_reason": {r: reasons[r] for r in DECODE_REASONS}},
+        "quarantine": {"count": n_quarantined, "fraction": _fraction(n_quarantined, items),
+                       "by_reason": dict(sorted(reasons.items())), "examples": _quarantine_examples(quarantine)},
+        "missing": {**{r: reasons[r] for r in MISSING_REASONS}, "count": missing,
+                    "fraction": _fraction(missing, items)},
+        "duplicates": _duplicate_metrics(manifest, quarantine),
+        "labels": _label_metrics(manifest),
+        "durations": _duration_metrics(manifest),
+        "fps": {"source": _sorted_floats(manifest, "probe_fps"), "copy": _sorted_floats(manifest, "fps")},
+        "resolutions": _resolutions(manifest),
+        "exposure": {name: exposure(sched, train_videos, cfg.exposure_bands) for name, sched in trainers.items()},
+    }
+
+
+def exposure_band(views_per_video: float, bands: ExposureBands) -> str:
+    """Return the band of an exposure: conservative (< c), moderate (c..m], high (m..r], risky (> r)."""
+    if views_per_video < bands.conservative:
+        return "conservative"
+    if views_per_video <= bands.moderate:
+        return "moderate"
+    if views_per_video <= bands.risky:
+        return "high"
+    return "risky"
+
+
+def exposure(schedule: TrainerSchedule | None, train_videos: int, bands: ExposureBands) -> dict:
+    """Return one trainer's exposure row: its schedule, samples, views per train video and band.
+
+    An absent schedule gives ``band = "not configured"`` and no numbers; no train videos gives
+    ``band = "no train videos"``.
+    """
+    if schedule is None:
+        return {"configured": False, "views_per_video": None, "band": NOT_CONFIGURED}
+    row: dict[str, Any] = {"configured": True, "steps": schedule.steps, "batch_size": schedule.batch_size,
+                           "grad_accum": schedule.grad_accum, "samples": schedule.samples,
+                           "train_videos": train_videos}
+    if train_videos == 0:
+        return {**row, "views_per_video": None, "band": NO_TRAIN_VIDEOS}
+    views = schedule.samples / train_videos
+    return {**row, "views_per_video": views, "band": exposure_band(views, bands)}
+
+
+def _fraction(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def _labelled(manifest: pd.DataFrame) -> pd.DataFrame:
+    if not len(manifest):
+        return manifest
+    return manifest[manifest["split"].isin(LABELLED_SPLITS) & manifest["template"].notna()]
+
+
+def _class_metrics(manifest: pd.DataFrame) -> dict:
+    ref = {c.template: c for c in reference_classes()}
+    labelled = _labelled(manifest)
+    counts = Counter(labelled["template"]) if len(labelled) else Counter()
+    by_split = {s: Counter(labelled.loc[labelled["split"] == s, "template"]) if len(labelled) else Counter()
+                for s in LABELLED_SPLITS}
+    index = {}
+    if len(labelled):
+        index = labelled.groupby("template")["class_index"].agg(lambda s: int(s.mode().iloc[0])).to_dict()
+    present_ref = [t for t in counts if t in ref]
+    ref_total = sum(ref[t].videos for t in present_ref)
+    compared = sum(counts[t] for t in present_ref)
+    per_class = []
+    for t in counts:
+        row: dict[str, Any] = {"template": t, "class_index": index.get(t, -1), "videos": counts[t],
+                               **{s: by_split[s][t] for s in LABELLED_SPLITS}}
+        if t in ref and ref_total:
+            share = ref[t].videos / ref_total
+            expected = share * compared
+            row.update(real_videos=ref[t].videos, real_share=share, expected=expected,
+                       deviation=counts[t] - expected)
+        else:
+            row.update(real_videos=None, real_share=None, expected=None, deviation=None)
+        per_class.append(row)
+    per_class.sort(key=lambda r: (r["class_index"], r["template"]))
+    with_dev = [r for r in per_class if r["deviation"] is not None]
+    worst = max(with_dev, key=lambda r: abs(r["deviation"]), default=None)
+    smallest = min(per_class, key=lambda r: (r["videos"], r["class_index"]), default=None)
+    return {
+        "reference_classes": len(ref),
+        "seen": len(counts),
+        "labelled_videos": int(len(labelled)),
+        "compared_videos": compared,  # labelled videos of classes found in the reference list
+        "not_in_reference": sorted(t for t in counts if t not in ref),
+        "min_videos": smallest["videos"] if smallest else None,
+        "min_videos_class": smallest["template"] if smallest else None,
+        "max_abs_deviation": abs(worst["deviation"]) if worst else None,
+        "max_abs_deviation_class": worst["template"] if worst else None,
+        "per_class": per_class,
+    }
+
+
+def _quarantine_examples(quarantine: list[dict]) -> list[dict]:
+    # Round-robin over reasons so a flood of one reason does not hide the others.
+    by_reason: dict[str, list[dict]] = {}
+    for q in quarantine:
+        by_reason.setdefault(str(q.get("reason", "")), []).append(q)
+    out: list[dict] = []
+    depth = 0
+    while len(out) < MAX_EXAMPLES and any(depth < len(v) for v in by_reason.values()):
+        for reason in sorted(by_reason):
+            if depth < len(by_reason[reason]) and len(out) < MAX_EXAMPLES:
+                q = by_reason[reason][depth]
+                out.append({k: str(q.get(k, "") or "") for k in ("id", "split", "reason", "path", "detail")})
+        depth += 1
+    return out
+
+
+def _duplicate_metrics(manifest: pd.DataFrame, quarantine: list[dict]) -> dict:
+    quarantined = [str(q.get("id", "")) for q in quarantine if q.get("reason") == "duplicate_id"]
+    in_manifest = manifest["id"].value_counts() if len(manifest) else pd.Series(dtype=int)
+    in_manifest = in_manifest[in_manifest > 1]
+    ids = set(quarantined) | {str(i) for i in in_manifest.index}
+    return {"ids": len(ids), "quarantined_entries": len(quarantined), "manifest_rows": int(in_manifest.sum()),
+            "examples": sorted(ids)[:MAX_EXAMPLES]}
+
+
+def _label_metrics(manifest: pd.DataFrame) -> dict:
+    """Count labelled rows whose label text, bracketed template or class index disagree."""
+    ref_index = {c.template: c.index for c in reference_classes()}
+    labelled = _labelled(manifest)
+    counts = {"label_text": 0, "template_raw": 0, "class_index": 0}
+    bad_rows = 0
+    examples: list[dict] = []
+    for row in labelled.itertuples(index=False):
+        problems = []
+        raw = row.placeholders
+        placeholders = [str(p) for p in raw] if raw is not None and not isinstance(raw, (str, float)) else []
+        if not isinstance(row.template_raw, str):
+            problems.append(("template_raw", "no bracketed template"))
+        else:
+            if normalize_template(row.template_raw) != row.template:
+                problems.append(("template_raw", f"{row.template_raw!r} does not normalise to {row.template!r}"))
+            try:
+                filled = fill_template(row.template_raw, placeholders)
+            except ValueError as err:
+                problems.append(("label_text", str(err)))
+            else:
+                if not isinstance(row.label, str) or _norm_text(filled) != _norm_text(row.label):
+                    problems.append(("label_text", f"label {row.label!r} != filled template {filled!r}"))
+        if row.template in ref_index and int(row.class_index) != ref_index[row.template]:
+            problems.append(("class_index", f"class_index {int(row.class_index)} but {row.template!r} is "
+                                            f"class {ref_index[row.template]} in labels.json"))
+        if problems:
+            bad_rows += 1
+            for kind in {k for k, _ in problems}:
+                counts[kind] += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append({"id": str(row.id), "detail": "; ".join(d for _, d in problems)})
+    return {"checked": int(len(labelled)), "mismatches": bad_rows, **counts, "examples": examples}
+
+
+def _norm_text(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _stats(values: pd.Series) -> dict:
+    values = values.dropna().astype(float)
+    if not len(values):
+        return {"count": 0, "min_s": None, "mean_s": None, "max_s": None}
+    return {"count": int(len(values)), "min_s": float(values.min()), "mean_s": float(values.mean()),
+            "max_s": float(values.max())}
+
+
+def _duration_metrics(manifest: pd.DataFrame) -> dict:
+    if not len(manifest):
+        return {**_stats(pd.Series(dtype=float)), "by_split": {}}
+    by_split = {s: _stats(g["probe_duration_s"]) for s, g in manifest.groupby("split", sort=False)}
+    order = [s for s in SPLITS if s in by_split] + sorted(set(by_split) - set(SPLITS))
+    return {**_stats(manifest["probe_duration_s"]), "by_split": {s: by_split[s] for s in order}}
+
+
+def _sorted_floats(manifest: pd.DataFrame, column: str) -> list[float]:
+    if not len(manifest):
+        return []
+    return sorted({round(float(v), 3) for v in manifest[column].dropna()})
+
+
+def _resolutions(manifest: pd.DataFrame) -> dict[str, int]:
+    if not len(manifest):
+        return {}
+    sizes = Counter(zip(manifest["probe_width"].astype(int), manifest["probe_height"].astype(int)))
+    return {f"{w}x{h}": n for (w, h), n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def dvc_metrics(metrics: dict, failures: list[str]) -> dict:
+    """Return the numbers of ``metrics`` for ``metrics.json``: at most two levels, no per-class lists.
+
+    Every quarantine reason code appears (0 when absent) so ``dvc exp show`` columns stay stable;
+    exposure gives views per train video for configured trainers only.
+    """
+    cls = metrics["classes"]
+    reasons = {r: 0 for r in REASONS} | metrics["quarantine"]["by_reason"]
+    return {
+        "videos": metrics["totals"]["videos"],
+        "quarantined": metrics["totals"]["quarantined"],
+        "thresholds_failed": len(failures),
+        "splits": dict(metrics["splits"]),
+        "classes": {"seen": cls["seen"], "labelled_videos": cls["labelled_videos"],
+                    "min_videos": cls["min_videos"], "max_abs_deviation": cls["max_abs_deviation"],
+                    "not_in_reference": len(cls["not_in_reference"])},
+        "quarantine": {"fraction": metrics["quarantine"]["fraction"],
+                       "decode_failures": metrics["decode_failures"]["count"], **reasons},
+        "missing": {"fraction": metrics["missing"]["fraction"], "count": metrics["missing"]["count"]},
+        "duplicates": {"ids": metrics["duplicates"]["ids"]},
+        "labels": {k: metrics["labels"][k] for k in ("checked", "mismatches", "label_text", "template_raw",
+                                                      "class_index")},
+        "duration_s": {k[:-2]: metrics["durations"][k] for k in ("min_s", "mean_s", "max_s")},
+        "resolutions": len(metrics["resolutions"]),
+        "exposure": {name: row["views_per_video"] for name, row in metrics["exposure"].items()
+                     if row["views_per_video"] is not None},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# thresholds
+
+
+@dataclass(frozen=True)
+class ThresholdResult:
+    """One threshold: its params key, limit, what was measured, and a message per failure."""
+
+    key: str
+    limit: float | int
+    measured: str
+    failures: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+
+def evaluate_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[ThresholdResult]:
+    """Return one ThresholdResult per threshold of ``cfg``, in a fixed order."""
+    out = []
+    videos = metrics["totals"]["videos"]
+    key = f"{SECTION}.min_videos"
+    out.append(ThresholdResult(key, cfg.min_videos, str(videos), () if videos >= cfg.min_videos else (
+        f"manifest has {videos} good videos, {cfg.min_videos - videos} below {key}={cfg.min_videos}",)))
+
+    items = metrics["totals"]["items"]
+    for name, part, what in (("max_quarantine_fraction", metrics["quarantine"]["count"], "quarantined"),
+                             ("max_missing_fraction", metrics["missing"]["count"],
+                              "missing (missing_video + missing_label)")):
+        key, limit = f"{SECTION}.{name}", getattr(cfg, name)
+        frac = _fraction(part, items)
+        measured = f"{frac:.4f} ({part} of {items})"
+        fail = () if frac <= limit else (
+            f"{what} fraction is {frac:.4f} ({part} of {items} items), {frac - limit:.4f} above {key}={limit}",)
+        out.append(ThresholdResult(key, limit, measured, fail))
+
+    dup = metrics["duplicates"]["ids"]
+    key = f"{SECTION}.max_duplicate_ids"
+    out.append(ThresholdResult(key, cfg.max_duplicate_ids, str(dup), () if dup <= cfg.max_duplicate_ids else (
+        f"{dup} duplicate ids, {dup - cfg.max_duplicate_ids} above {key}={cfg.max_duplicate_ids}",)))
+
+    lab = metrics["labels"]
+    key = f"{SECTION}.max_label_mismatches"
+    bad = lab["mismatches"]
+    out.append(ThresholdResult(key, cfg.max_label_mismatches, str(bad), () if bad <= cfg.max_label_mismatches else (
+        f"{bad} labelled rows with inconsistent label/template/class index (label text {lab['label_text']}, "
+        f"bracketed template {lab['template_raw']}, class index {lab['class_index']}), "
+        f"{bad - cfg.max_label_mismatches} above {key}={cfg.max_label_mismatches}",)))
+
+    key, limit = f"{SECTION}.min_videos_per_class", cfg.min_videos_per_class
+    per_class = metrics["classes"]["per_class"]
+    if not per_class:
+        fails = (f"no labelled videos, so no class reaches {key}={limit}",) if limit > 0 else ()
+        out.append(ThresholdResult(key, limit, "no labelled classes", fails))
+    else:
+        fails = tuple(f"class {r['template']!r} has {r['videos']} videos, {limit - r['videos']} below {key}={limit}"
+                      for r in sorted(per_class, key=lambda r: (r["videos"], r["template"])) if r["videos"] < limit)
+        cls = metrics["classes"]
+        out.append(ThresholdResult(key, limit, f"{cls['min_videos']} ({cls['min_videos_class']})", fails))
+    return out
+
+
+def check_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[str]:
+    """Return one message per failed threshold (empty when all pass), naming its params key and shortfall."""
+    return [msg for result in evaluate_thresholds(metrics, cfg) for msg in result.failures]
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+
+
+def write_plots(manifest: pd.DataFrame, metrics: dict, out_dir: str | Path) -> list[Path]:
+    """Write class_balance, durations, resolutions and quarantine PNGs into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    makers = (_plot_class_balance, _plot_durations, _plot_resolutions, _plot_quarantine)
+    paths = []
+    for name, make in zip(PLOT_FILES, makers):
+        fig = make(manifest, metrics)
+        paths.append(_save(fig, out_dir / name))
+    return paths
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _plot_class_balance(manifest: pd.DataFrame, metrics: dict) -> Figure:
+    rows = sorted(metrics["classes"]["per_class"],
+                  key=lambda r: (-(r["real_videos"] or 0), r["class_index"], r["template"]))
+    fig = _figure(11, max(3.0, 0.32 * len(rows) + 1.5))
+    ax = fig.add_subplot()
+    title = "Videos per class (train + validation): ours vs expected from real SSv2 frequency"
+    if not rows:
+        _no_data(ax, "no labelled videos")
+        ax.set_title(title)
+        return fig
+    y = list(range(len(rows)))
+    ours = [r["videos"] for r in rows]
+    expected = [r["expected"] or 0.0 for r in rows]
+    h = 0.4
+    ax.barh([v - h / 2 for v in y], ours, height=h, label="ours", color="tab:blue")
+    ax.barh([v + h / 2 for v in y], expected, height=h, label="expected (real share x our total)", color="tab:orange")
+    for v, n in zip(y, ours):
+        ax.text(n, v - h / 2, f" {n}", va="center", fontsize=7)
+    ax.set_yticks(y, [_short(r["template"]) for r in rows], fontsize=8)
+    ax.invert_yaxis()  # most frequent real class on top
+    ax.set_xlabel("videos")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _plot_durations(manifest: pd.DataFrame, metrics: dict) -> Figure:
+    fig = _figure(8, 4.5)
+    ax = fig.add_subplot()
+    ax.set_title("Source duration (probe_duration_s) by split")
+    data = {s: g["probe_duration_s"].dropna().astype(float).to_numpy()
+            for s, g in manifest.groupby("split", sort=False)} if len(manifest) else {}
+    data = {s: data[s] for s in [*SPLITS, *sorted(set(data) - set(SPLITS))] if s in data and len(data[s])}
+    if not data:
+        _no_data(ax, "no videos")
+        return fig
+    lo = min(float(v.min()) for v in data.values())
+    hi = max(float(v.max()) for v in data.values())
+    bins = 20 if hi > lo else 1
+    ax.hist(list(data.values()), bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5),
+            label=[f"{s} (n={len(v)})" for s, v in data.items()])
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("videos")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _plot_bars(title: str, xlabel: str, counts: dict[str, int], empty: str, height_per_bar: float = 0.4) -> Figure:
+    fig = _figure(8, max(3.0, height_per_bar * len(counts) + 1.5))
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    if not counts:
+        _no_data(ax, empty)
+        return fig
+    labels = list(counts)
+    values = [counts[k] for k in labels]
+    bars = ax.barh(labels, values, color="tab:blue")
+    ax.bar_label(bars, padding=2, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.margins(x=0.1)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _plot_resolutions(manifest: pd.DataFrame, metrics: dict) -> Figure:
+    return _plot_bars("Source resolution (width x height)", "videos", metrics["resolutions"], "no videos")
+
+
+def _plot_quarantine(manifest: pd.DataFrame, metrics: dict) -> Figure:
+    by_reason = metrics["quarantine"]["by_reason"]
+    return _plot_bars(f"Quarantined items by reason ({metrics['quarantine']['count']} in all)", "items",
+                      by_reason, "none: nothing was quarantined")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def render_report(metrics: dict, failures: list[str], plots: list[Path], cfg: ValidateSSv2Config) -> str:
+    """Return the markdown report: status, what was measured on what, tables, plots and thresholds."""
+    src = metrics["source"]
+    tot = metrics["totals"]
+    lines = ["# SSv2 validation", ""]
+    if failures:
+        lines += [f"**Status: FAILED** — {len(failures)} threshold check(s) failed:", ""]
+        lines += [f"- {_md(m)}" for m in failures]
+    else:
+        lines += ["**Status: passed** — every threshold holds."]
+    lines += ["", "## What was measured", "",
+              f"The output of `ingest_ssv2` in `{_md(src.get('ingest_out', '?'))}`, ingested from dataset root "
+              f"`{_md(src.get('root', '?'))}` (mode `{_md(src.get('mode', '?'))}`): "
+              f"**{tot['videos']} good videos** and **{tot['quarantined']} quarantined items** "
+              f"({tot['items']} items in all; fractions below are over items).",
+              "Per-class counts cover the labelled splits (train + validation); the expected count of a class "
+              "is its share of the real SSv2 videos among the classes present here, times our labelled total "
+              "of those classes. Durations, frame rates and resolutions are those of the source videos "
+              "(`probe_*` columns).", ""]
+
+    lines += ["## Splits", "", "| split | videos | share | labelled classes | mean duration (s) |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    per_split_classes = {s: sum(1 for r in metrics["classes"]["per_class"] if r.get(s)) for s in LABELLED_SPLITS}
+    for split, n in metrics["splits"].items():
+        dur = metrics["durations"]["by_split"].get(split, {}).get("mean_s")
+        lines.append(f"| {split} | {n} | {_pct(_fraction(n, tot['videos']))} | "
+                     f"{per_split_classes.get(split, '–')} | {_num(dur)} |")
+    lines.append("")
+
+    cls = metrics["classes"]
+    lines += ["## Classes", "",
+              f"{cls['seen']} of the {cls['reference_classes']} SSv2 classes are present in the labelled splits "
+              f"({cls['labelled_videos']} videos). Largest absolute deviation from the real frequency: "
+              f"{_num(cls['max_abs_deviation'])} videos (`{_md(cls['max_abs_deviation_class'] or '–')}`); "
+              f"smallest class: {cls['min_videos'] if cls['min_videos'] is not None else '–'} videos "
+              f"(`{_md(cls['min_videos_class'] or '–')}`).", ""]
+    if cls["not_in_reference"]:
+        lines += [f"Not in the real SSv2 class list (no expected count): "
+                  f"{', '.join(f'`{_md(t)}`' for t in cls['not_in_reference'])}.", ""]
+    if cls["per_class"]:
+        lines += ["| index | class | train | validation | ours | real SSv2 videos | real share | expected | deviation |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in cls["per_class"]:
+            lines.append(f"| {r['class_index']} | {_md(r['template'])} | {r['train']} | {r['validation']} | "
+                         f"{r['videos']} | {r['real_videos'] if r['real_videos'] is not None else '–'} | "
+                         f"{_pct(r['real_share'])} | {_num(r['expected'])} | {_num(r['deviation'], signed=True)} |")
+        lines.append("")
+
+    q = metrics["quarantine"]
+    dec = metrics["decode_failures"]
+    lines += ["## Quarantine", "",
+              f"{q['count']} items quarantined ({_pct(q['fraction'])} of {tot['items']}); "
+              f"decode failures ({', '.join(DECODE_REASONS)}): {dec['count']}; "
+              f"missing ids: {metrics['missing']['missing_video']} label entries without a video, "
+              f"{metrics['missing']['missing_label']} videos without a label; "
+              f"duplicate ids: {metrics['duplicates']['ids']}.", ""]
+    if q["by_reason"]:
+        lines += ["| reason | meaning | items |", "| --- | --- | ---: |"]
+        for reason, n in q["by_reason"].items():
+            lines.append(f"| `{_md(reason)}` | {_md(REASONS.get(reason, 'unknown reason code'))} | {n} |")
+        lines += ["", f"Examples (up to {MAX_EXAMPLES}, spread over reasons):", "",
+                  "| id | split | reason | path | detail |", "| --- | --- | --- | --- | --- |"]
+        for ex in q["examples"]:
+            lines.append(f"| {_md(ex['id'])} | {_md(ex['split'])} | `{_md(ex['reason'])}` | {_md(ex['path'])} | "
+                         f"{_md(ex['detail'])} |")
+    else:
+        lines.append("Nothing was quarantined.")
+    lines.append("")
+
+    lab = metrics["labels"]
+    lines += ["## Label consistency", "",
+              f"{lab['checked']} labelled rows checked: the label must equal the bracketed template filled with "
+              f"the placeholders (case and whitespace ignored), the bracketed template must normalise to the "
+              f"template, and the class index must be the template's index in the real labels.json. "
+              f"{lab['mismatches']} rows disagree (label text {lab['label_text']}, bracketed template "
+              f"{lab['template_raw']}, class index {lab['class_index']}).", ""]
+    if lab["examples"]:
+        lines += ["| id | problem |", "| --- | --- |"]
+        lines += [f"| {_md(ex['id'])} | {_md(ex['detail'])} |" for ex in lab["examples"]]
+        lines.append("")
+
+    dur = metrics["durations"]
+    lines += ["## Videos", "",
+              f"Duration (s): min {_num(dur['min_s'])}, mean {_num(dur['mean_s'])}, max {_num(dur['max_s'])}. "
+              f"Source fps: {', '.join(_num(v) for v in metrics['fps']['source']) or '–'}; "
+              f"training copy fps: {', '.join(_num(v) for v in metrics['fps']['copy']) or '–'}.", ""]
+    if metrics["resolutions"]:
+        lines += ["| source resolution | videos |", "| --- | ---: |"]
+        lines += [f"| {wh} | {n} |" for wh, n in metrics["resolutions"].items()]
+        lines.append("")
+
+    b = cfg.exposure_bands
+    lines += ["## Exposure", "",
+              "Views per train video = steps × batch_size × grad_accum / train videos. Bands: "
+              f"conservative < {_num(b.conservative)}; moderate {_num(b.conservative)}–{_num(b.moderate)}; "
+              f"high: above {_num(b.moderate)} up to {_num(b.risky)} (between moderate and risky); "
+              f"risky > {_num(b.risky)}.", ""]
+    if metrics["exposure"]:
+        lines += ["| trainer | steps | batch_size | grad_accum | samples | train videos | views per video | band |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for name, row in metrics["exposure"].items():
+            if not row["configured"]:
+                lines.append(f"| {_md(name)} | – | – | – | – | – | – | {NOT_CONFIGURED} |")
+                continue
+            lines.append(f"| {_md(name)} | {row['steps']} | {row['batch_size']} | {row['grad_accum']} | "
+                         f"{row['samples']} | {row['train_videos']} | {_num(row['views_per_video'])} | {row['band']} |")
+    else:
+        lines.append("No trainers listed in `validate_ssv2.exposure_trainers`.")
+    lines.append("")
+
+    if plots:
+        lines += ["## Plots", ""]
+        for p in plots:
+            rel = os.path.relpath(Path(p).resolve(), Path(cfg.report_dir).resolve()).replace(os.sep, "/")
+            lines += [f"![{Path(p).stem}]({rel})", ""]
+
+    lines += ["## Thresholds", "", "| params key | value | measured | result |", "| --- | ---: | --- | --- |"]
+    for r in evaluate_thresholds(metrics, cfg):
+        lines.append(f"| `{r.key}` | {r.limit} | {_md(r.measured)} | {'pass' if r.passed else '**FAIL**'} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _md(value: Any) -> str:
+    """Return ``value`` as text safe inside a markdown table cell."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:+.2f}" if signed else f"{value:.2f}"
+    return text[:-3] if text.endswith(".00") and not signed else text
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+__all__ = ["ExposureBands", "TrainerSchedule", "ValidateSSv2Config", "ThresholdResult", "schedule_from_section",
+           "load_ingest_outputs", "compute_metrics", "exposure", "exposure_band", "dvc_metrics",
+           "evaluate_thresholds", "check_thresholds", "write_plots", "render_report"]
