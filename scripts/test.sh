@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install what is missing, then run the whole test suite (unit, stage and pipeline tests):
+#   bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest -n 2 "$@"

@@ -1,0 +1,56 @@
+"""`python -m stages.ingest_ssv2` on tiny data: help, plan, run, and a clear error on a bad param."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.helpers.ssv2_data import H, make_bad_root
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stage(args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "stages.ingest_ssv2", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def write_params(tmp_path, **ingest):
+    params = {"ssv2": {"root": "root"},
+              "ingest_ssv2": {"out": "out", "shards": 2, "expected_height": H, **ingest}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_help_explains_the_subcommands(tmp_path):
+    out = stage(["--help"], tmp_path).stdout
+    assert "snakemake --cores 8 ingest_ssv2" in out and "shard" in out and "merge" in out
+
+
+def test_plan_then_run_on_bad_corpus(tmp_path):
+    good, cases = make_bad_root(tmp_path / "root", tmp_path / "outside")
+    write_params(tmp_path)
+    plan = stage(["plan"], tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["quarantine"]["missing_video"] == 1
+    assert not (tmp_path / "out").exists()  # plan writes nothing
+    proc = stage(["--no-progress", "run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert summary["videos"] == len(good) and summary["quarantined"] == len(cases) + 1
+
+
+def test_bad_param_fails_before_work_naming_the_key(tmp_path):
+    write_params(tmp_path, shardz=3)
+    proc = stage(["run"], tmp_path)
+    assert proc.returncode == 1
+    assert "ingest_ssv2.shardz: unknown key; did you mean 'shards'?" in proc.stderr
+
+
+def test_shard_index_out_of_range_is_refused(tmp_path):
+    make_bad_root(tmp_path / "root", tmp_path / "outside")
+    write_params(tmp_path)
+    proc = stage(["shard", "--index", "5"], tmp_path)
+    assert proc.returncode == 1 and "outside 0..1" in proc.stderr
