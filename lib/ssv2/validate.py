@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lib.config import from_dict
 from lib.io import atomic_path, read_json
@@ -126,7 +127,7 @@ def schedule_from_section(section: Any, where: str) -> TrainerSchedule | None:
 
 def load_ingest_outputs(out: str | Path) -> tuple[pd.DataFrame, list[dict], dict]:
     """Return (manifest, quarantine list, summary) read from an ``ingest_ssv2`` output folder."""
-    from lib.ssv2.ingest import MANIFEST, QUARANTINE, SUMMARY
+    from lib.ssv2.ingest import MANIFEST, QUARANTINE, SUMMARY  # lazy: ingest pulls in the video codecs
 
     out = Path(out)
     for name in (MANIFEST, QUARANTINE, SUMMARY):
@@ -407,7 +408,7 @@ def evaluate_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[Threshol
     videos = metrics["totals"]["videos"]
     key = f"{SECTION}.min_videos"
     out.append(ThresholdResult(key, cfg.min_videos, str(videos), () if videos >= cfg.min_videos else (
-        f"manifest has {videos} good videos, {cfg.min_videos - videos} below {key}={cfg.min_videos}",)))
+        f"manifest has {_videos(videos, 'good')}, {cfg.min_videos - videos} below {key}={cfg.min_videos}",)))
 
     items = metrics["totals"]["items"]
     for name, part, what in (("max_quarantine_fraction", metrics["quarantine"]["count"], "quarantined"),
@@ -439,11 +440,17 @@ def evaluate_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[Threshol
         fails = (f"no labelled videos, so no class reaches {key}={limit}",) if limit > 0 else ()
         out.append(ThresholdResult(key, limit, "no labelled classes", fails))
     else:
-        fails = tuple(f"class {r['template']!r} has {r['videos']} videos, {limit - r['videos']} below {key}={limit}"
-                      for r in sorted(per_class, key=lambda r: (r["videos"], r["template"])) if r["videos"] < limit)
+        small = sorted((r for r in per_class if r["videos"] < limit), key=lambda r: (r["videos"], r["template"]))
+        fails = tuple(f"class {r['template']!r} has {_videos(r['videos'])}, {limit - r['videos']} below {key}={limit}"
+                      for r in small)
         cls = metrics["classes"]
         out.append(ThresholdResult(key, limit, f"{cls['min_videos']} ({cls['min_videos_class']})", fails))
     return out
+
+
+def _videos(n: int, adjective: str = "") -> str:
+    words = [str(n), adjective, "video" if n == 1 else "videos"]
+    return " ".join(w for w in words if w)
 
 
 def check_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[str]:
@@ -487,9 +494,9 @@ def _no_data(ax, text: str) -> None:
 def _plot_class_balance(manifest: pd.DataFrame, metrics: dict) -> Figure:
     rows = sorted(metrics["classes"]["per_class"],
                   key=lambda r: (-(r["real_videos"] or 0), r["class_index"], r["template"]))
-    fig = _figure(11, max(3.0, 0.32 * len(rows) + 1.5))
+    fig = _figure(13, max(3.0, 0.3 * len(rows) + 1.6))
     ax = fig.add_subplot()
-    title = "Videos per class (train + validation): ours vs expected from real SSv2 frequency"
+    title = "Videos per class (train + validation): ours vs expected from the real SSv2 frequency"
     if not rows:
         _no_data(ax, "no labelled videos")
         ax.set_title(title)
@@ -499,19 +506,23 @@ def _plot_class_balance(manifest: pd.DataFrame, metrics: dict) -> Figure:
     expected = [r["expected"] or 0.0 for r in rows]
     h = 0.4
     ax.barh([v - h / 2 for v in y], ours, height=h, label="ours", color="tab:blue")
-    ax.barh([v + h / 2 for v in y], expected, height=h, label="expected (real share x our total)", color="tab:orange")
+    ax.barh([v + h / 2 for v in y], expected, height=h, label="expected (real share x our labelled total)",
+            color="tab:orange")
     for v, n in zip(y, ours):
         ax.text(n, v - h / 2, f" {n}", va="center", fontsize=7)
     ax.set_yticks(y, [_short(r["template"]) for r in rows], fontsize=8)
-    ax.invert_yaxis()  # most frequent real class on top
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # most frequent real class on top, no empty margin
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(axis="x", labeltop=len(rows) > 20)  # long charts: counts readable at both ends
     ax.set_xlabel("videos")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.08)
+    ax.set_title(title, fontsize=11)
+    fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
-def _short(text: str, width: int = 60) -> str:
+def _short(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -532,6 +543,7 @@ def _plot_durations(manifest: pd.DataFrame, metrics: dict) -> Figure:
             label=[f"{s} (n={len(v)})" for s, v in data.items()])
     ax.set_xlabel("seconds")
     ax.set_ylabel("videos")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     return fig
@@ -549,6 +561,7 @@ def _plot_bars(title: str, xlabel: str, counts: dict[str, int], empty: str, heig
     bars = ax.barh(labels, values, color="tab:blue")
     ax.bar_label(bars, padding=2, fontsize=9)
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.margins(x=0.1)
     ax.grid(axis="x", alpha=0.3)
@@ -560,7 +573,7 @@ def _plot_resolutions(manifest: pd.DataFrame, metrics: dict) -> Figure:
 
 
 def _plot_quarantine(manifest: pd.DataFrame, metrics: dict) -> Figure:
-    by_reason = metrics["quarantine"]["by_reason"]
+    by_reason = dict(sorted(metrics["quarantine"]["by_reason"].items(), key=lambda kv: (-kv[1], kv[0])))
     return _plot_bars(f"Quarantined items by reason ({metrics['quarantine']['count']} in all)", "items",
                       by_reason, "none: nothing was quarantined")
 
