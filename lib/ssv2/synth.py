@@ -52,7 +52,7 @@ class SynthSSv2Config:
     count: int = 96
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
     class_balance: str = "real"  # "real": proportional to the real dataset's counts; "uniform"
-    min_per_class: int = 4
+    min_per_class: int = 6
     split_fractions: dict[str, float] = field(
         default_factory=lambda: {"train": 0.7, "validation": 0.15, "test": 0.15})
     height: int = 240
