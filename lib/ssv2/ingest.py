@@ -23,7 +23,7 @@ from lib.io import (UnsafePathError, atomic_write_json, atomic_write_parquet, is
                     safe_join)
 from lib.quarantine import QuarantineEntry, QuarantineError
 from lib.ssv2.labels import BadEntry, LabelEntry, normalize_template, read_classes, read_split
-from lib.ssv2.layout import SPLIT_FILES, VIDEO_DIR, VIDEO_SUFFIX, label_path
+from lib.ssv2.layout import SPLIT_FILES, VIDEO_DIR, VIDEO_SUFFIX
 from lib.video.encode import EncodeSettings, VideoWriter
 from lib.video.probe import ProbeResult, probe_video
 

@@ -1,8 +1,9 @@
 """SSv2 validation: measure an ingested dataset, check it against thresholds, plot and report it.
 
 Everything here works on what ``ingest_ssv2`` wrote (the manifest DataFrame, the quarantine list,
-the summary dict) and on config dataclasses; nothing reads ``params.yaml`` or argv. The stage
-``stages/validate_ssv2.py`` wires these together:
+the summary dict) and on config dataclasses; nothing reads ``params.yaml`` or argv. Plots and the
+markdown page live in :mod:`lib.ssv2.validate_report`. The stage ``stages/validate_ssv2.py`` wires
+these together:
 
     metrics = compute_metrics(manifest, quarantine, trainers, cfg, source=...)
     failures = check_thresholds(metrics, cfg)
@@ -22,8 +23,6 @@ Definitions used throughout (also stated in the report):
 """
 from __future__ import annotations
 
-import math
-import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,12 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from lib.config import from_dict
-from lib.io import atomic_path, read_json
+from lib.io import read_json
 from lib.quarantine import REASONS
 from lib.ssv2.labels import fill_template, normalize_template, reference_classes
 
@@ -50,7 +46,6 @@ NO_TRAIN_VIDEOS = "no train videos"
 MAX_EXAMPLES = 20
 SECTION = "validate_ssv2"
 
-PLOT_FILES = ("class_balance.png", "durations.png", "resolutions.png", "quarantine.png")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,10 +163,10 @@ def compute_metrics(manifest: pd.DataFrame, quarantine: list[dict], trainers: Ma
         "classes": _class_metrics(manifest),
         "decode_failures": {"count": sum(reasons[r] for r in DECODE_REASONS),
                             "by_reason": {r: reasons[r] for r in DECODE_REASONS}},
-        "quarantine": {"count": n_quarantined, "fraction": _fraction(n_quarantined, items),
+        "quarantine": {"count": n_quarantined, "fraction": fraction(n_quarantined, items),
                        "by_reason": dict(sorted(reasons.items())), "examples": _quarantine_examples(quarantine)},
         "missing": {**{r: reasons[r] for r in MISSING_REASONS}, "count": missing,
-                    "fraction": _fraction(missing, items)},
+                    "fraction": fraction(missing, items)},
         "duplicates": _duplicate_metrics(manifest, quarantine),
         "labels": _label_metrics(manifest),
         "durations": _duration_metrics(manifest),
@@ -209,7 +204,7 @@ def exposure(schedule: TrainerSchedule | None, train_videos: int, bands: Exposur
     return {**row, "views_per_video": views, "band": exposure_band(views, bands)}
 
 
-def _fraction(part: int, whole: int) -> float:
+def fraction(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
@@ -415,7 +410,7 @@ def evaluate_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[Threshol
                              ("max_missing_fraction", metrics["missing"]["count"],
                               "missing (missing_video + missing_label)")):
         key, limit = f"{SECTION}.{name}", getattr(cfg, name)
-        frac = _fraction(part, items)
+        frac = fraction(part, items)
         measured = f"{frac:.4f} ({part} of {items})"
         fail = () if frac <= limit else (
             f"{what} fraction is {frac:.4f} ({part} of {items} items), {frac - limit:.4f} above {key}={limit}",)
@@ -456,271 +451,3 @@ def _videos(n: int, adjective: str = "") -> str:
 def check_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[str]:
     """Return one message per failed threshold (empty when all pass), naming its params key and shortfall."""
     return [msg for result in evaluate_thresholds(metrics, cfg) for msg in result.failures]
-
-
-# ---------------------------------------------------------------------------------------------
-# plots
-
-
-def write_plots(manifest: pd.DataFrame, metrics: dict, out_dir: str | Path) -> list[Path]:
-    """Write class_balance, durations, resolutions and quarantine PNGs into ``out_dir``; return their paths."""
-    out_dir = Path(out_dir)
-    makers = (_plot_class_balance, _plot_durations, _plot_resolutions, _plot_quarantine)
-    paths = []
-    for name, make in zip(PLOT_FILES, makers):
-        fig = make(manifest, metrics)
-        paths.append(_save(fig, out_dir / name))
-    return paths
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
-
-
-def _no_data(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _plot_class_balance(manifest: pd.DataFrame, metrics: dict) -> Figure:
-    rows = sorted(metrics["classes"]["per_class"],
-                  key=lambda r: (-(r["real_videos"] or 0), r["class_index"], r["template"]))
-    fig = _figure(13, max(3.0, 0.3 * len(rows) + 1.6))
-    ax = fig.add_subplot()
-    title = "Videos per class (train + validation): ours vs expected from the real SSv2 frequency"
-    if not rows:
-        _no_data(ax, "no labelled videos")
-        ax.set_title(title)
-        return fig
-    y = list(range(len(rows)))
-    ours = [r["videos"] for r in rows]
-    expected = [r["expected"] or 0.0 for r in rows]
-    h = 0.4
-    ax.barh([v - h / 2 for v in y], ours, height=h, label="ours", color="tab:blue")
-    ax.barh([v + h / 2 for v in y], expected, height=h, label="expected (real share x our labelled total)",
-            color="tab:orange")
-    for v, n in zip(y, ours):
-        ax.text(n, v - h / 2, f" {n}", va="center", fontsize=7)
-    ax.set_yticks(y, [_short(r["template"]) for r in rows], fontsize=8)
-    ax.set_ylim(len(rows) - 0.5, -0.5)  # most frequent real class on top, no empty margin
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.tick_params(axis="x", labeltop=len(rows) > 20)  # long charts: counts readable at both ends
-    ax.set_xlabel("videos")
-    ax.margins(x=0.08)
-    ax.set_title(title, fontsize=11)
-    fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
-    ax.grid(axis="x", alpha=0.3)
-    return fig
-
-
-def _short(text: str, width: int = 100) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _plot_durations(manifest: pd.DataFrame, metrics: dict) -> Figure:
-    fig = _figure(8, 4.5)
-    ax = fig.add_subplot()
-    ax.set_title("Source duration (probe_duration_s) by split")
-    data = {s: g["probe_duration_s"].dropna().astype(float).to_numpy()
-            for s, g in manifest.groupby("split", sort=False)} if len(manifest) else {}
-    data = {s: data[s] for s in [*SPLITS, *sorted(set(data) - set(SPLITS))] if s in data and len(data[s])}
-    if not data:
-        _no_data(ax, "no videos")
-        return fig
-    lo = min(float(v.min()) for v in data.values())
-    hi = max(float(v.max()) for v in data.values())
-    bins = 20 if hi > lo else 1
-    ax.hist(list(data.values()), bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5),
-            label=[f"{s} (n={len(v)})" for s, v in data.items()])
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("videos")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    return fig
-
-
-def _plot_bars(title: str, xlabel: str, counts: dict[str, int], empty: str, height_per_bar: float = 0.4) -> Figure:
-    fig = _figure(8, max(3.0, height_per_bar * len(counts) + 1.5))
-    ax = fig.add_subplot()
-    ax.set_title(title)
-    if not counts:
-        _no_data(ax, empty)
-        return fig
-    labels = list(counts)
-    values = [counts[k] for k in labels]
-    bars = ax.barh(labels, values, color="tab:blue")
-    ax.bar_label(bars, padding=2, fontsize=9)
-    ax.invert_yaxis()
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(xlabel)
-    ax.margins(x=0.1)
-    ax.grid(axis="x", alpha=0.3)
-    return fig
-
-
-def _plot_resolutions(manifest: pd.DataFrame, metrics: dict) -> Figure:
-    return _plot_bars("Source resolution (width x height)", "videos", metrics["resolutions"], "no videos")
-
-
-def _plot_quarantine(manifest: pd.DataFrame, metrics: dict) -> Figure:
-    by_reason = dict(sorted(metrics["quarantine"]["by_reason"].items(), key=lambda kv: (-kv[1], kv[0])))
-    return _plot_bars(f"Quarantined items by reason ({metrics['quarantine']['count']} in all)", "items",
-                      by_reason, "none: nothing was quarantined")
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-
-
-def render_report(metrics: dict, failures: list[str], plots: list[Path], cfg: ValidateSSv2Config) -> str:
-    """Return the markdown report: status, what was measured on what, tables, plots and thresholds."""
-    src = metrics["source"]
-    tot = metrics["totals"]
-    lines = ["# SSv2 validation", ""]
-    if failures:
-        lines += [f"**Status: FAILED** — {len(failures)} threshold check(s) failed:", ""]
-        lines += [f"- {_md(m)}" for m in failures]
-    else:
-        lines += ["**Status: passed** — every threshold holds."]
-    lines += ["", "## What was measured", "",
-              f"The output of `ingest_ssv2` in `{_md(src.get('ingest_out', '?'))}`, ingested from dataset root "
-              f"`{_md(src.get('root', '?'))}` (mode `{_md(src.get('mode', '?'))}`): "
-              f"**{tot['videos']} good videos** and **{tot['quarantined']} quarantined items** "
-              f"({tot['items']} items in all; fractions below are over items).",
-              "Per-class counts cover the labelled splits (train + validation); the expected count of a class "
-              "is its share of the real SSv2 videos among the classes present here, times our labelled total "
-              "of those classes. Durations, frame rates and resolutions are those of the source videos "
-              "(`probe_*` columns).", ""]
-
-    lines += ["## Splits", "", "| split | videos | share | labelled classes | mean duration (s) |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    per_split_classes = {s: sum(1 for r in metrics["classes"]["per_class"] if r.get(s)) for s in LABELLED_SPLITS}
-    for split, n in metrics["splits"].items():
-        dur = metrics["durations"]["by_split"].get(split, {}).get("mean_s")
-        lines.append(f"| {split} | {n} | {_pct(_fraction(n, tot['videos']))} | "
-                     f"{per_split_classes.get(split, '–')} | {_num(dur)} |")
-    lines.append("")
-
-    cls = metrics["classes"]
-    lines += ["## Classes", "",
-              f"{cls['seen']} of the {cls['reference_classes']} SSv2 classes are present in the labelled splits "
-              f"({cls['labelled_videos']} videos). Largest absolute deviation from the real frequency: "
-              f"{_num(cls['max_abs_deviation'])} videos (`{_md(cls['max_abs_deviation_class'] or '–')}`); "
-              f"smallest class: {cls['min_videos'] if cls['min_videos'] is not None else '–'} videos "
-              f"(`{_md(cls['min_videos_class'] or '–')}`).", ""]
-    if cls["not_in_reference"]:
-        lines += [f"Not in the real SSv2 class list (no expected count): "
-                  f"{', '.join(f'`{_md(t)}`' for t in cls['not_in_reference'])}.", ""]
-    if cls["per_class"]:
-        lines += ["| index | class | train | validation | ours | real SSv2 videos | real share | expected | deviation |",
-                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for r in cls["per_class"]:
-            lines.append(f"| {r['class_index']} | {_md(r['template'])} | {r['train']} | {r['validation']} | "
-                         f"{r['videos']} | {r['real_videos'] if r['real_videos'] is not None else '–'} | "
-                         f"{_pct(r['real_share'])} | {_num(r['expected'])} | {_num(r['deviation'], signed=True)} |")
-        lines.append("")
-
-    q = metrics["quarantine"]
-    dec = metrics["decode_failures"]
-    lines += ["## Quarantine", "",
-              f"{q['count']} items quarantined ({_pct(q['fraction'])} of {tot['items']}); "
-              f"decode failures ({', '.join(DECODE_REASONS)}): {dec['count']}; "
-              f"missing ids: {metrics['missing']['missing_video']} label entries without a video, "
-              f"{metrics['missing']['missing_label']} videos without a label; "
-              f"duplicate ids: {metrics['duplicates']['ids']}.", ""]
-    if q["by_reason"]:
-        lines += ["| reason | meaning | items |", "| --- | --- | ---: |"]
-        for reason, n in q["by_reason"].items():
-            lines.append(f"| `{_md(reason)}` | {_md(REASONS.get(reason, 'unknown reason code'))} | {n} |")
-        lines += ["", f"Examples (up to {MAX_EXAMPLES}, spread over reasons):", "",
-                  "| id | split | reason | path | detail |", "| --- | --- | --- | --- | --- |"]
-        for ex in q["examples"]:
-            lines.append(f"| {_md(ex['id'])} | {_md(ex['split'])} | `{_md(ex['reason'])}` | {_md(ex['path'])} | "
-                         f"{_md(ex['detail'])} |")
-    else:
-        lines.append("Nothing was quarantined.")
-    lines.append("")
-
-    lab = metrics["labels"]
-    lines += ["## Label consistency", "",
-              f"{lab['checked']} labelled rows checked: the label must equal the bracketed template filled with "
-              f"the placeholders (case and whitespace ignored), the bracketed template must normalise to the "
-              f"template, and the class index must be the template's index in the real labels.json. "
-              f"{lab['mismatches']} rows disagree (label text {lab['label_text']}, bracketed template "
-              f"{lab['template_raw']}, class index {lab['class_index']}).", ""]
-    if lab["examples"]:
-        lines += ["| id | problem |", "| --- | --- |"]
-        lines += [f"| {_md(ex['id'])} | {_md(ex['detail'])} |" for ex in lab["examples"]]
-        lines.append("")
-
-    dur = metrics["durations"]
-    lines += ["## Videos", "",
-              f"Duration (s): min {_num(dur['min_s'])}, mean {_num(dur['mean_s'])}, max {_num(dur['max_s'])}. "
-              f"Source fps: {', '.join(_num(v) for v in metrics['fps']['source']) or '–'}; "
-              f"training copy fps: {', '.join(_num(v) for v in metrics['fps']['copy']) or '–'}.", ""]
-    if metrics["resolutions"]:
-        lines += ["| source resolution | videos |", "| --- | ---: |"]
-        lines += [f"| {wh} | {n} |" for wh, n in metrics["resolutions"].items()]
-        lines.append("")
-
-    b = cfg.exposure_bands
-    lines += ["## Exposure", "",
-              "Views per train video = steps × batch_size × grad_accum / train videos. Bands: "
-              f"conservative < {_num(b.conservative)}; moderate {_num(b.conservative)}–{_num(b.moderate)}; "
-              f"high: above {_num(b.moderate)} up to {_num(b.risky)} (between moderate and risky); "
-              f"risky > {_num(b.risky)}.", ""]
-    if metrics["exposure"]:
-        lines += ["| trainer | steps | batch_size | grad_accum | samples | train videos | views per video | band |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for name, row in metrics["exposure"].items():
-            if not row["configured"]:
-                lines.append(f"| {_md(name)} | – | – | – | – | – | – | {NOT_CONFIGURED} |")
-                continue
-            lines.append(f"| {_md(name)} | {row['steps']} | {row['batch_size']} | {row['grad_accum']} | "
-                         f"{row['samples']} | {row['train_videos']} | {_num(row['views_per_video'])} | {row['band']} |")
-    else:
-        lines.append("No trainers listed in `validate_ssv2.exposure_trainers`.")
-    lines.append("")
-
-    if plots:
-        lines += ["## Plots", ""]
-        for p in plots:
-            rel = os.path.relpath(Path(p).resolve(), Path(cfg.report_dir).resolve()).replace(os.sep, "/")
-            lines += [f"![{Path(p).stem}]({rel})", ""]
-
-    lines += ["## Thresholds", "", "| params key | value | measured | result |", "| --- | ---: | --- | --- |"]
-    for r in evaluate_thresholds(metrics, cfg):
-        lines.append(f"| `{r.key}` | {r.limit} | {_md(r.measured)} | {'pass' if r.passed else '**FAIL**'} |")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _md(value: Any) -> str:
-    """Return ``value`` as text safe inside a markdown table cell."""
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _num(value: float | None, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    text = f"{value:+.2f}" if signed else f"{value:.2f}"
-    return text[:-3] if text.endswith(".00") and not signed else text
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-__all__ = ["ExposureBands", "TrainerSchedule", "ValidateSSv2Config", "ThresholdResult", "schedule_from_section",
-           "load_ingest_outputs", "compute_metrics", "exposure", "exposure_band", "dvc_metrics",
-           "evaluate_thresholds", "check_thresholds", "write_plots", "render_report"]

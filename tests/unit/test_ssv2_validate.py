@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from lib.config import ConfigError
-from lib.ssv2.validate import (PLOT_FILES, ExposureBands, TrainerSchedule, ValidateSSv2Config, check_thresholds,
-                               compute_metrics, dvc_metrics, exposure, exposure_band, render_report,
-                               schedule_from_section, write_plots)
+from lib.ssv2.validate import (ExposureBands, TrainerSchedule, ValidateSSv2Config, check_thresholds,
+                               compute_metrics, dvc_metrics, exposure, exposure_band, schedule_from_section)
+from lib.ssv2.validate_report import PLOT_FILES, render_report, write_plots
 
 REFERENCE_TSV = Path(__file__).resolve().parents[2] / "lib" / "ssv2" / "reference" / "templates.tsv"
 
