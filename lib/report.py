@@ -37,7 +37,7 @@ def shorten(text: str, width: int = 100) -> str:
 
 
 def bar_chart(title: str, xlabel: str, counts: dict[str, int], empty: str, height_per_bar: float = 0.4) -> Figure:
-    """Return a labelled horizontal bar chart of ``counts`` (first key on top); ``empty`` is shown when there are none."""
+    """Return a horizontal bar chart of ``counts`` (first key on top); shows ``empty`` when there are none."""
     fig = new_figure(8, max(3.0, height_per_bar * len(counts) + 1.5))
     ax = fig.add_subplot()
     ax.set_title(title)
