@@ -4,6 +4,7 @@ import dataclasses
 import functools
 
 from lib.config import from_dict
+from lib.io import source_digest
 from lib.ssv2.ingest import IngestSSv2Config, SSv2Source, plan_ingest, shard_name
 
 SSV2 = from_dict(SSv2Source, config.get("ssv2") or {}, f"{PARAMS_FILE}: ssv2")
@@ -11,6 +12,9 @@ INGEST = from_dict(IngestSSv2Config, config.get("ingest_ssv2") or {}, f"{PARAMS_
 INGEST_SHARDS = [f"{INGEST.out}/shards/{shard_name(i)}" for i in range(INGEST.shards)]
 # What changes every shard's output; `cores` and `shards` are not here (shards is in the data digest).
 INGEST_SETTINGS = {k: v for k, v in dataclasses.asdict(INGEST).items() if k not in ("cores", "shards")}
+# The code that decides a shard's rows and copies: changing it reruns every shard.
+INGEST_CODE = source_digest("lib.ssv2.ingest", "lib.ssv2.labels", "lib.video.probe", "lib.video.encode",
+                            "lib.quarantine")
 
 
 @functools.cache
@@ -34,6 +38,7 @@ rule ssv2_shard:
         data=lambda wc: ssv2_plan().fingerprints(INGEST.shards)[int(wc.index)],
         settings=INGEST_SETTINGS,
         root=SSV2.root,
+        code=INGEST_CODE,
     log:
         "logs/ingest_ssv2/shard-{index}.log",
     threads: 1

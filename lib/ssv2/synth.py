@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lib.io import atomic_write_json, read_json, remove_stale_temps
+from lib.io import atomic_write_json, read_json, remove_stale_temps, source_digest
 from lib.ssv2.labels import bracket_template, fill_template, reference_classes
 from lib.ssv2.layout import CLASSES_FILE, SPLIT_FILES, VIDEO_SUFFIX, label_path, video_path
 from lib.video.encode import EncodeSettings, write_video
@@ -195,8 +195,12 @@ def render_video(cfg: SynthSSv2Config, p: PlannedVideo) -> Path:
 STATE_FILE = ".synth_state.json"
 
 
-def _fingerprint(cfg: SynthSSv2Config, p: PlannedVideo) -> str:
-    return json.dumps([cfg.seed, cfg.height, cfg.fps, cfg.crf, cfg.encoder_speed, cfg.keyframe_interval,
+# Modules whose code decides a video's pixels or bytes: a change re-renders everything.
+RENDER_CODE = ("lib.ssv2.motion", "lib.ssv2.synth", "lib.video.encode")
+
+
+def _fingerprint(cfg: SynthSSv2Config, p: PlannedVideo, code: str) -> str:
+    return json.dumps([code, cfg.seed, cfg.height, cfg.fps, cfg.crf, cfg.encoder_speed, cfg.keyframe_interval,
                        p.template, p.width, p.n_frames])
 
 
@@ -207,7 +211,8 @@ def _prune_stale_videos(cfg: SynthSSv2Config, plan: list[PlannedVideo]) -> None:
     videos rendered for another plan.
     """
     state_path = Path(cfg.out) / STATE_FILE
-    wanted = {p.id: _fingerprint(cfg, p) for p in plan}
+    code = source_digest(*RENDER_CODE)
+    wanted = {p.id: _fingerprint(cfg, p, code) for p in plan}
     old = read_json(state_path) if state_path.is_file() else {}
     video_dir = video_path(cfg.out, "0").parent
     video_dir.mkdir(parents=True, exist_ok=True)

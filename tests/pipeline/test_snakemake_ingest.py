@@ -32,7 +32,7 @@ def test_dry_run_lists_every_shard_and_the_merge(ssv2_clone):
     out = run(SNAKE + ["-n"], clone).stdout
     counts = {p[0]: p[1] for p in (line.split() for line in out.splitlines()) if len(p) == 2}
     assert counts.get("ssv2_shard") == "6" and counts.get("ssv2_merge") == "1"  # the "Job stats" table
-    assert not (clone / "data/interim").exists()  # a dry run writes nothing
+    assert not (clone / "data/interim/ssv2").exists()  # a dry run writes nothing
 
 
 def test_real_run_then_nothing_to_do_then_one_shard_after_a_change(ssv2_clone):
@@ -54,6 +54,12 @@ def test_real_run_then_nothing_to_do_then_one_shard_after_a_change(ssv2_clone):
     assert rerun == [shard_name(shard_of(ids[0], 6))]
     manifest = pd.read_parquet(clone / "data/interim/ssv2/manifest.parquet")
     assert manifest.set_index("id").loc[ids[0], "probe_frames"] == 30
+
+    # a change to the probing code reruns every shard, although no video or param changed
+    with open(clone / "lib/video/probe.py", "a") as fh:
+        fh.write("\n# changed\n")
+    out = run(SNAKE, clone)
+    assert (out.stdout + out.stderr).count("rule ssv2_shard:") == 6
 
 
 def test_killed_run_resumes_with_only_the_missing_shards(ssv2_clone):

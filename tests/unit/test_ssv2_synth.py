@@ -93,6 +93,16 @@ def test_written_dataset_is_reproducible_to_the_byte(tmp_path):
     assert json.loads((root_a / "labels/test.json").read_text()) == [{"id": p.id} for p in plan if p.split == "test"]
 
 
+def test_renderer_code_change_rerenders(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path)
+    write_dataset(cfg, progress=False)
+    vdir = tmp_path / "ssv2" / VIDEO_DIR
+    before = {p.name: p.stat().st_mtime_ns for p in vdir.glob("*.webm")}
+    monkeypatch.setattr("lib.ssv2.synth.source_digest", lambda *mods: "another-renderer")
+    write_dataset(cfg, progress=False)
+    assert all(p.stat().st_mtime_ns != before[p.name] for p in vdir.glob("*.webm"))
+
+
 def test_resume_renders_only_missing_and_prunes_stale(tmp_path):
     cfg = tiny(tmp_path)
     plan = write_dataset(cfg, progress=False)
