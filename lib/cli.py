@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from lib.config import ConfigError
+from lib.io import DataError, UnsafePathError
 
 
 def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -19,11 +20,12 @@ def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def run_stage(main: Callable[[], int | None]) -> None:
-    """Run a stage's main: log to stderr; a bad param, missing input or failed check exits 1 with its message."""
+    """Run a stage's main: log to stderr; a bad param, a missing or malformed input, or a failed check exits 1
+    with its message (no traceback). Anything else is a bug and keeps its traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         code = main()
-    except (ConfigError, FileNotFoundError, ValueError, StageCheckFailed) as err:
+    except (ConfigError, DataError, UnsafePathError, FileNotFoundError, StageCheckFailed) as err:
         logging.getLogger("stage").error("%s", err)
         sys.exit(1)
     sys.exit(code or 0)

@@ -20,6 +20,10 @@ class UnsafePathError(ValueError):
     """A path taken from data that would land outside its root."""
 
 
+class DataError(ValueError):
+    """An input file that exists but is not in the format a stage needs; the message names the file."""
+
+
 def safe_join(root: str | Path, relative: str | Path, *, resolve_links: bool = True) -> Path:
     """Return ``root / relative``, refusing absolute parts, ``..`` escapes and (by default) symlinks out.
 
@@ -136,4 +140,4 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from err
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from err

@@ -45,7 +45,7 @@ def main() -> None:
                           "quarantine": dict(Counter(q.reason for q in plan.quarantine))}, indent=1))
     elif args.command == "shard":
         if not 0 <= args.index < cfg.shards:
-            raise ValueError(f"--index {args.index} outside 0..{cfg.shards - 1} (ingest_ssv2.shards)")
+            parser.error(f"--index {args.index} outside 0..{cfg.shards - 1} (ingest_ssv2.shards)")
         log.info("wrote %s", run_shard(source.root, cfg, args.index, progress=progress))
     elif args.command == "merge":
         log.info("summary: %s", merge_shards(source.root, cfg))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from lib.io import read_json
+from lib.io import DataError, read_json
 from lib.ssv2.layout import CLASSES_FILE, SPLIT_FILES, label_path
 
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
@@ -84,11 +84,11 @@ def read_classes(root: str | Path) -> dict[str, int]:
         raise FileNotFoundError(f"{path}: SSv2 class list not found; is ssv2.root pointing at an SSv2 download?")
     raw = read_json(path)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected {{template: index}}, got {type(raw).__name__}")
+        raise DataError(f"{path}: expected {{template: index}}, got {type(raw).__name__}")
     try:
         return {normalize_template(k): int(v) for k, v in raw.items()}
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: class indices must be integers (as strings): {err}") from err
+        raise DataError(f"{path}: class indices must be integers (as strings): {err}") from err
 
 
 def read_split(root: str | Path, split: str) -> tuple[list[LabelEntry], list[BadEntry]]:
@@ -102,7 +102,7 @@ def read_split(root: str | Path, split: str) -> tuple[list[LabelEntry], list[Bad
         return [], []
     raw = read_json(path)
     if not isinstance(raw, list):
-        raise ValueError(f"{path}: expected a JSON list of entries, got {type(raw).__name__}")
+        raise DataError(f"{path}: expected a JSON list of entries, got {type(raw).__name__}")
     good: list[LabelEntry] = []
     bad: list[BadEntry] = []
     for pos, row in enumerate(raw):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lib.config import ConfigError
 from lib.io import atomic_write_json, read_json, remove_stale_temps, source_digest
 from lib.ssv2.labels import bracket_template, fill_template, reference_classes
 from lib.ssv2.layout import CLASSES_FILE, SPLIT_FILES, VIDEO_SUFFIX, label_path, video_path
@@ -102,9 +103,9 @@ def class_counts(cfg: SynthSSv2Config) -> dict[str, int]:
     known = {c.template: c.videos for c in reference_classes()}
     for t in cfg.templates:
         if t not in known:
-            raise ValueError(f"synth_ssv2.templates: {t!r} is not an SSv2 template (see lib/ssv2/reference/templates.tsv)")
+            raise ConfigError(f"synth_ssv2.templates: {t!r} is not an SSv2 template (see lib/ssv2/reference/templates.tsv)")
         if t not in SUPPORTED_TEMPLATES:
-            raise ValueError(f"synth_ssv2.templates: {t!r} has no renderer; supported: {sorted(SUPPORTED_TEMPLATES)}")
+            raise ConfigError(f"synth_ssv2.templates: {t!r} has no renderer; supported: {sorted(SUPPORTED_TEMPLATES)}")
     weights = np.array([known[t] if cfg.class_balance == "real" else 1 for t in cfg.templates], dtype=float)
     spare = cfg.count - cfg.min_per_class * len(cfg.templates)
     share = weights / weights.sum() * spare

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from lib.config import from_dict
-from lib.io import read_json
+from lib.io import DataError, read_json
 from lib.quarantine import REASONS
 from lib.ssv2.labels import fill_template, normalize_template, reference_classes
 
@@ -131,7 +131,7 @@ def load_ingest_outputs(out: str | Path) -> tuple[pd.DataFrame, list[dict], dict
                                     f"(or check ingest_ssv2.out in the params file)")
     quarantine = read_json(out / QUARANTINE)
     if not isinstance(quarantine, list):
-        raise ValueError(f"{out / QUARANTINE}: expected a JSON list of entries, got {type(quarantine).__name__}")
+        raise DataError(f"{out / QUARANTINE}: expected a JSON list of entries, got {type(quarantine).__name__}")
     summary = read_json(out / SUMMARY)
     return pd.read_parquet(out / MANIFEST), quarantine, summary
 
