@@ -54,3 +54,12 @@ def test_shard_index_out_of_range_is_refused(tmp_path):
     write_params(tmp_path)
     proc = stage(["shard", "--index", "5"], tmp_path)
     assert proc.returncode == 2 and "outside 0..1" in proc.stderr  # a usage error, as argparse reports them
+
+
+def test_malformed_label_file_is_a_clear_error_naming_it(tmp_path):
+    make_bad_root(tmp_path / "root", tmp_path / "outside")
+    (tmp_path / "root/labels/validation.json").write_text('[{"id": "1",')
+    write_params(tmp_path)
+    proc = stage(["run"], tmp_path)
+    assert proc.returncode == 1
+    assert "root/labels/validation.json: not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
