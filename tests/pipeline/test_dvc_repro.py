@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.pipeline.conftest import run, set_params
+from tests.helpers.workspace import run, set_params
 
 pytestmark = pytest.mark.pipeline
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.ssv2_data import make_good_root
-from tests.pipeline.conftest import env_with_venv, run, set_params
+from tests.helpers.workspace import run, set_params, venv_env
 
 pytestmark = pytest.mark.pipeline
 SNAKE = ["snakemake", "ingest_ssv2", "--cores", "2", "--rerun-incomplete", "--nolock"]
@@ -65,7 +65,7 @@ def test_real_run_then_nothing_to_do_then_one_shard_after_a_change(ssv2_clone):
 def test_killed_run_resumes_with_only_the_missing_shards(ssv2_clone):
     clone, ids = ssv2_clone
     proc = subprocess.Popen(SNAKE[:2] + ["--cores", "1", "--rerun-incomplete", "--nolock"], cwd=clone,
-                            env=env_with_venv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     # Kill once two shards are finished and recorded, i.e. the next shard's job has started (its log
     # exists): one job in flight, its output not yet written.

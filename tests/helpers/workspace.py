@@ -1,0 +1,54 @@
+"""A temporary copy of the working tree, as a user's fresh clone would be, for pipeline tests and benchmarks."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def venv_env() -> dict[str, str]:
+    """The environment with this interpreter's bin first on PATH (so dvc/snakemake/python are the project's)
+    and PYTHONPATH cleared (so a copy's own lib/ wins over the checkout's)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = ""
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` with :func:`venv_env`; on failure raise with the tail of its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=venv_env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def copy_worktree(dest: Path) -> Path:
+    """Copy the checkout's tracked and untracked-but-not-ignored files to ``dest`` and commit them there."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
+        run(cmd, dest)
+    return dest
+
+
+def set_params(clone: Path, overrides: dict) -> None:
+    """Merge ``overrides`` ({section: {key: value}}) into the copy's params.yaml."""
+    path = clone / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, keys in overrides.items():
+        params.setdefault(section, {}).update(keys)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
