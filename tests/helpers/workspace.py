@@ -52,3 +52,10 @@ def set_params(clone: Path, overrides: dict) -> None:
     for section, keys in overrides.items():
         params.setdefault(section, {}).update(keys)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage_module(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``python -m stages.<name> *args`` in ``cwd`` against this checkout's code; return the process."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)

@@ -1,21 +1,14 @@
 """`python -m stages.ingest_ssv2` on tiny data: help, plan, run, and a clear error on a bad param."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import yaml
 
+from tests.helpers.workspace import run_stage_module
+
 from tests.helpers.ssv2_data import H, make_bad_root
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def stage(args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "stages.ingest_ssv2", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    return run_stage_module("ingest_ssv2", args, cwd)
 
 
 def write_params(tmp_path, **ingest):

@@ -1,21 +1,14 @@
 """`python -m stages.synth_ssv2` on tiny params: writes SSv2's layout that ingestion accepts whole."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import yaml
 
+from tests.helpers.workspace import run_stage_module
+
 from lib.ssv2.ingest import IngestSSv2Config, merge_shards, run_shard
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def stage(args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "stages.synth_ssv2", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    return run_stage_module("synth_ssv2", args, cwd)
 
 
 def test_help_describes_the_stage(tmp_path):

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.workspace import run_stage_module
+
 TEMPLATES = {  # template -> (bracketed template, placeholders)
     "Moving something up": ("Moving [something] up", ["a cup"]),
     "Moving something down": ("Moving [something] down", ["a pen"]),
@@ -60,9 +59,7 @@ def write_params(path: Path, **validate) -> None:
 
 
 def run_stage(tmp_path: Path, params: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.run([sys.executable, "-m", "stages.validate_ssv2", "--params", str(params)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return run_stage_module("validate_ssv2", ["--params", str(params)], tmp_path)
 
 
 def test_stage_writes_report_metrics_and_plots(tmp_path):
