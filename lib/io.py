@@ -54,24 +54,40 @@ def is_within(root: str | Path, path: str | Path) -> bool:
     return os.path.commonpath([root_real, os.path.realpath(path)]) == root_real
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
+class AtomicFile:
+    """A hidden temporary sibling of ``path`` that becomes ``path`` only on :meth:`commit`.
 
     The temporary name keeps the suffix (``.x.webm.tmp-ab12.webm``) so writers that infer a format
-    from the extension still work; it starts with a dot so globbing ``*.webm`` never sees it.
+    from the extension still work; it starts with a dot so shell-style globs never see it.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", suffix=self.path.suffix, dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        """Rename the temporary file onto ``path`` (atomic on one filesystem); return ``path``."""
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Delete the temporary file, if it is still there."""
         with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+            self.tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it."""
+    target = AtomicFile(path)
+    try:
+        yield target.tmp
+        target.commit()
+    except BaseException:
+        target.discard()
         raise
 
 

@@ -1,6 +1,7 @@
 """Encode frames to a video file in-process with PyAV, atomically."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lib.io import atomic_path
+from lib.io import AtomicFile
 
 # Containers by extension: the temp file keeps the suffix, but we name the muxer explicitly anyway.
 _FORMATS = {".webm": "webm", ".mp4": "mp4", ".mkv": "matroska"}
@@ -53,9 +54,8 @@ class VideoWriter:
         self.fps = fps
         self.settings = settings
         self.frames = 0
-        self._atomic = atomic_path(self.path)
-        self._tmp = self._atomic.__enter__()
-        self._container = av.open(str(self._tmp), mode="w", format=fmt, options={"fflags": "+bitexact"})
+        self._file = AtomicFile(self.path)
+        self._container = av.open(str(self._file.tmp), mode="w", format=fmt, options={"fflags": "+bitexact"})
         self._stream = None
 
     def write(self, frame: np.ndarray) -> None:
@@ -85,23 +85,17 @@ class VideoWriter:
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
-        except BaseException as err:
-            self._atomic.__exit__(type(err), err, err.__traceback__)
+        except BaseException:
+            self._file.discard()
             raise
-        self._atomic.__exit__(None, None, None)
+        self._file.commit()
         return self.frames
 
     def abort(self) -> None:
         """Drop the partial file."""
-        try:
+        with contextlib.suppress(av.FFmpegError):
             self._container.close()
-        except av.FFmpegError:
-            pass
-        err = RuntimeError("aborted")
-        try:
-            self._atomic.__exit__(RuntimeError, err, None)
-        except RuntimeError:
-            pass
+        self._file.discard()
 
     def __enter__(self) -> "VideoWriter":
         return self
