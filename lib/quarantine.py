@@ -17,6 +17,19 @@ REASONS: dict[str, str] = {
     "duplicate_id": "id listed more than once across the label files",
     "path_escape": "id or path would resolve outside the dataset root",
     "bad_label_entry": "label entry missing a required field or with a field of the wrong type",
+    # DeepCAD models
+    "json_syntax": "file is not valid JSON",
+    "missing_field": "a required field of the DeepCAD JSON is absent or of the wrong type",
+    "empty_sequence": "the model's sequence has no extrude",
+    "unknown_curve": "curve type other than Line3D, Arc3D, Circle3D",
+    "unknown_extent": "extent_type other than OneSide, Symmetric, TwoSides",
+    "unknown_operation": "operation other than NewBody, Join, Cut, Intersect",
+    "dangling_profile": "extrude refers to a sketch or profile that does not exist",
+    "open_loop": "a sketch loop's curves do not close",
+    "self_intersecting_loop": "a sketch loop crosses itself",
+    "bad_extent": "extrude distance is zero, NaN or infinite",
+    "mesh_failed": "the solid could not be built (empty, not watertight, or a boolean failed)",
+    "blank_render": "a rendered view is blank or nearly blank",
 }
 
 
