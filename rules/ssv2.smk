@@ -5,7 +5,8 @@ import functools
 
 from lib.config import from_dict
 from lib.io import source_digest
-from lib.ssv2.ingest import IngestSSv2Config, SSv2Source, plan_ingest, shard_name
+from lib.shards import shard_name
+from lib.ssv2.ingest import IngestSSv2Config, SSv2Source, plan_ingest
 
 SSV2 = from_dict(SSv2Source, config.get("ssv2") or {}, f"{PARAMS_FILE}: ssv2")
 INGEST = from_dict(IngestSSv2Config, config.get("ingest_ssv2") or {}, f"{PARAMS_FILE}: ingest_ssv2")
@@ -13,7 +14,7 @@ INGEST_SHARDS = [f"{INGEST.out}/shards/{shard_name(i)}" for i in range(INGEST.sh
 # What changes every shard's output; `cores` and `shards` are not here (shards is in the data digest).
 INGEST_SETTINGS = {k: v for k, v in dataclasses.asdict(INGEST).items() if k not in ("cores", "shards")}
 # The code that decides a shard's rows and copies: changing it reruns every shard.
-INGEST_CODE = source_digest("lib.ssv2.ingest", "lib.ssv2.labels", "lib.video.probe", "lib.video.encode",
+INGEST_CODE = source_digest("lib.ssv2.ingest", "lib.shards", "lib.ssv2.labels", "lib.video.probe", "lib.video.encode",
                             "lib.quarantine")
 
 

@@ -6,10 +6,7 @@ one parquet atomically; the merge writes ``manifest.parquet``, ``quarantine.json
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,10 +16,22 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from lib.io import (UnsafePathError, atomic_write_json, atomic_write_parquet, is_within, remove_stale_temps,
-                    safe_join)
+from lib.io import (
+    UnsafePathError,
+    atomic_write_json,
+    atomic_write_parquet,
+    is_within,
+    safe_join,
+)
 from lib.quarantine import QuarantineEntry, QuarantineError
-from lib.ssv2.labels import BadEntry, LabelEntry, normalize_template, read_classes, read_split
+from lib.shards import digest, natural_key, read_shards, shard_name, shard_of
+from lib.ssv2.labels import (
+    BadEntry,
+    LabelEntry,
+    normalize_template,
+    read_classes,
+    read_split,
+)
 from lib.ssv2.layout import SPLIT_FILES, VIDEO_DIR, VIDEO_SUFFIX
 from lib.video.encode import EncodeSettings, VideoWriter
 from lib.video.probe import ProbeResult, probe_video
@@ -75,16 +84,6 @@ SHARD_DIR = "shards"
 COPY_DIR = "videos"
 
 
-def shard_name(index: int) -> str:
-    """Return the file name of shard ``index`` (zero-padded so listings sort)."""
-    return f"shard-{index:05d}.parquet"
-
-
-def shard_of(video_id: str, shards: int) -> int:
-    """Return the shard an id belongs to: a stable hash, so adding videos moves no one else."""
-    return zlib.crc32(video_id.encode()) % shards
-
-
 # ---------------------------------------------------------------------------------------------
 # plan
 
@@ -119,19 +118,11 @@ class IngestPlan:
 
     def fingerprints(self, shards: int) -> list[str]:
         """Return one digest per shard of everything that shard's output depends on in the data."""
-        digests = [hashlib.sha256() for _ in range(shards)]
-        for it in self.items:
-            digests[it.shard].update(json.dumps(asdict(it), sort_keys=True).encode())
-        return [d.hexdigest()[:16] for d in digests]
+        return [digest(asdict(it) for it in self.items if it.shard == i) for i in range(shards)]
 
     def digest(self) -> str:
         """Return a digest of the whole plan, quarantine included (the merge's input)."""
-        h = hashlib.sha256()
-        for it in self.items:
-            h.update(json.dumps(asdict(it), sort_keys=True).encode())
-        for q in self.quarantine:
-            h.update(json.dumps(q.to_dict(), sort_keys=True).encode())
-        return h.hexdigest()[:16]
+        return digest([*(asdict(it) for it in self.items), *(q.to_dict() for q in self.quarantine)])
 
 
 def plan_ingest(root: str | Path, shards: int) -> IngestPlan:
@@ -192,7 +183,7 @@ def plan_ingest(root: str | Path, shards: int) -> IngestPlan:
             quarantine.append(QuarantineEntry(vid, rel, "path_escape", "symlink resolves outside the root"))
         else:
             quarantine.append(QuarantineEntry(vid, rel, "missing_label", "id is in no label file"))
-    items.sort(key=lambda it: _id_key(it.id))
+    items.sort(key=lambda it: natural_key(it.id))
     return IngestPlan(items=items, quarantine=quarantine)
 
 
@@ -204,10 +195,6 @@ def _list_videos(video_dir: Path) -> dict[str, str]:
 
 def _bad_entry(b: BadEntry) -> QuarantineEntry:
     return QuarantineEntry(b.id, f"labels/{SPLIT_FILES[b.split]}#{b.position}", "bad_label_entry", b.detail, b.split)
-
-
-def _id_key(vid: str) -> tuple[int, int | str]:
-    return (0, int(vid)) if vid.isdigit() else (1, vid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,23 +328,16 @@ def merge_shards(root: str | Path, cfg: IngestSSv2Config) -> dict:
     """Join all shard parquets into the manifest and the quarantine list; return the summary written."""
     root, out = Path(root), Path(cfg.out)
     plan = plan_ingest(root, cfg.shards)
-    remove_stale_temps(out / SHARD_DIR)
-    parts = []
-    for i in range(cfg.shards):
-        path = out / SHARD_DIR / shard_name(i)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: shard missing; run `snakemake --cores N ingest_ssv2` to finish ingestion")
-        parts.append(pd.read_parquet(path))
-    shards = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SHARD_COLUMNS)
+    shards = read_shards(out / SHARD_DIR, cfg.shards, rerun_hint="snakemake --cores N ingest_ssv2")
     bad = shards[shards["reason"].notna()]
     good = shards[shards["reason"].isna()].drop(columns=["reason", "detail"])
-    good = good.assign(_k=good["id"].map(_id_key)).sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    good = good.assign(_k=good["id"].map(natural_key)).sort_values("_k").drop(columns="_k").reset_index(drop=True)
     for col in ("frames", "width", "height", "probe_frames", "probe_width", "probe_height", "probe_bytes", "class_index"):
         good[col] = good[col].astype("int64")
     quarantine = [q.to_dict() for q in plan.quarantine]
     quarantine += [QuarantineEntry(r.id, r.source_path, r.reason, r.detail or "", r.split).to_dict()
                    for r in bad.itertuples()]
-    quarantine.sort(key=lambda q: (q["reason"], _id_key(q["id"])))
+    quarantine.sort(key=lambda q: (q["reason"], natural_key(q["id"])))
     _prune_copies(out, good)
     atomic_write_parquet(out / MANIFEST, good)
     atomic_write_json(out / QUARANTINE, quarantine)

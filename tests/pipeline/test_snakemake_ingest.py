@@ -44,7 +44,7 @@ def test_real_run_then_nothing_to_do_then_one_shard_after_a_change(ssv2_clone):
     assert "Nothing to be done" in run(SNAKE + ["-n"], clone).stdout + run(SNAKE + ["-n"], clone).stderr
 
     # replace one video: only the shard that holds it (and the merge) rerun
-    from lib.ssv2.ingest import shard_of, shard_name
+    from lib.shards import shard_name, shard_of
     from tests.helpers.ssv2_data import write_good
     before = {n: (clone / "data/interim/ssv2/shards" / n).stat().st_mtime_ns for n in shard_files(clone)}
     write_good(clone / "data/raw/ssv2_synth", ids[0], n=30)

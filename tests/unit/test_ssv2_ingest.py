@@ -4,8 +4,15 @@ import os
 import pandas as pd
 import pytest
 
-from lib.ssv2.ingest import (IngestSSv2Config, merge_shards, plan_ingest, read_manifest, run_shard, shard_of,
-                             target_size)
+from lib.shards import shard_of
+from lib.ssv2.ingest import (
+    IngestSSv2Config,
+    merge_shards,
+    plan_ingest,
+    read_manifest,
+    run_shard,
+    target_size,
+)
 from lib.video.probe import probe_video
 from tests.helpers.ssv2_data import H, make_bad_root, make_good_root
 

@@ -1,0 +1,52 @@
+"""Sharding shared by every fan-out stage: stable assignment, file names, digests, joining the parts.
+
+A shard job recomputes the (cheap) plan and takes its slice; its Snakemake ``params`` carry a digest of
+that slice, so only shards whose items changed rerun.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from lib.io import remove_stale_temps
+
+
+def shard_of(key: str, shards: int) -> int:
+    """Return the shard of ``key``: a stable hash, so adding items moves no existing one."""
+    return zlib.crc32(key.encode()) % shards
+
+
+def shard_name(index: int) -> str:
+    """Return the file name of shard ``index`` (zero-padded so listings sort)."""
+    return f"shard-{index:05d}.parquet"
+
+
+def digest(records: Iterable[dict]) -> str:
+    """Return a short sha256 of JSON-serialisable records, in order."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def read_shards(directory: str | Path, shards: int, *, rerun_hint: str) -> pd.DataFrame:
+    """Concatenate shard parquets 0..shards-1 of ``directory``; a missing one raises naming ``rerun_hint``."""
+    directory = Path(directory)
+    remove_stale_temps(directory)
+    parts = []
+    for i in range(shards):
+        path = directory / shard_name(i)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: shard missing; run `{rerun_hint}` to finish")
+        parts.append(pd.read_parquet(path))
+    return pd.concat(parts, ignore_index=True)
+
+
+def natural_key(item_id: str) -> tuple:
+    """Sort key putting numeric ids in numeric order ("2" before "10"), path parts compared piecewise."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in item_id.split("/"))
