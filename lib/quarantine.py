@@ -30,6 +30,8 @@ REASONS: dict[str, str] = {
     "bad_extent": "extrude distance is zero, NaN or infinite",
     "mesh_failed": "the solid could not be built (empty, not watertight, or a boolean failed)",
     "blank_render": "a rendered view is blank or nearly blank",
+    "missing_model": "split file lists a model whose JSON file does not exist",
+    "not_in_split": "model JSON that the split file does not list",
 }
 
 

@@ -1,0 +1,114 @@
+"""Image -> CAD code conversations in TinyLLaVA / LLaVA format, one per (model, view).
+
+    [{"id": "00000007_front", "image": "0000/00000007_front.png",
+      "conversations": [{"from": "human", "value": "<image>\\nWhat is the CAD code for this 3D model?"},
+                        {"from": "gpt", "value": "<CAD code>"}]}]
+
+Image paths are relative to the image folder. The prompt of each conversation is drawn from the
+prompt list by a seeded RNG keyed on the conversation id, so adding models changes no other row.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lib.io import UnsafePathError, safe_join
+from lib.quarantine import QuarantineEntry
+
+OUTPUT_FILES = {"train": "train.json", "validation": "val.json", "test": "test.json"}
+
+
+@dataclass(frozen=True)
+class CADConversationsConfig:
+    """``build_cad_conversations`` params."""
+
+    out: str = "data/processed/deepcad_conversations"
+    prompts: list[str] = field(default_factory=lambda: ["What is the CAD code for this 3D model?"])
+    max_answer_chars: int = 4000  # answers longer than this are dropped or truncated
+    on_too_long: str = "drop"  # "drop" | "truncate"
+    splits: list[str] = field(default_factory=lambda: ["train", "validation"])
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.prompts or not all(p.strip() for p in self.prompts):
+            raise ValueError("prompts must be a non-empty list of non-empty strings")
+        if self.on_too_long not in ("drop", "truncate"):
+            raise ValueError(f"on_too_long must be 'drop' or 'truncate', got {self.on_too_long!r}")
+        if set(self.splits) - set(OUTPUT_FILES):
+            raise ValueError(f"splits must be among {sorted(OUTPUT_FILES)}")
+        if self.max_answer_chars < 1:
+            raise ValueError("max_answer_chars must be >= 1")
+
+
+@dataclass
+class ConversationSet:
+    """Conversations per split, plus what was truncated, dropped or quarantined."""
+
+    by_split: dict[str, list[dict]]
+    truncated: int = 0
+    dropped: int = 0
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+
+
+def conversation_id(model_id: str, view: str) -> str:
+    """Return the conversation id: the model's file id and the view (``00000007_front``)."""
+    return f"{model_id.rsplit('/', 1)[-1]}_{view}"
+
+
+def pick_prompt(prompts: list[str], key: str, seed: int) -> str:
+    """Return the prompt for conversation ``key``: stable under adding or removing other rows."""
+    return prompts[zlib.crc32(f"{seed}:{key}".encode()) % len(prompts)]
+
+
+def build_conversations(models: pd.DataFrame, views: list[str], image_dir: str | Path,
+                        cfg: CADConversationsConfig) -> ConversationSet:
+    """Return the conversations of every rendered (model, view) in ``cfg.splits``.
+
+    A view whose image path would leave ``image_dir`` is quarantined (``path_escape``) and the rest
+    goes on; answers over ``max_answer_chars`` are dropped or truncated as configured, and counted.
+    """
+    result = ConversationSet(by_split={s: [] for s in cfg.splits})
+    for row in models.itertuples(index=False):
+        if row.split not in result.by_split:
+            continue
+        answer = row.code
+        if len(answer) > cfg.max_answer_chars:
+            if cfg.on_too_long == "drop":
+                result.dropped += len(views)
+                continue
+            answer = answer[: cfg.max_answer_chars]
+            result.truncated += len(views)
+        for view in views:
+            image = getattr(row, f"image_{view}")
+            try:
+                safe_join(image_dir, image, resolve_links=False)
+            except UnsafePathError as err:
+                result.quarantine.append(QuarantineEntry(row.id, str(image), "path_escape", str(err), row.split))
+                continue
+            cid = conversation_id(row.id, view)
+            prompt = pick_prompt(cfg.prompts, cid, cfg.seed)
+            result.by_split[row.split].append({
+                "id": cid,
+                "image": image,
+                "conversations": [{"from": "human", "value": f"<image>\n{prompt}"},
+                                  {"from": "gpt", "value": answer}],
+            })
+    return result
+
+
+def length_stats(conversations: list[dict]) -> dict[str, dict[str, float]]:
+    """Return min/mean/max characters of prompts and responses over ``conversations``."""
+    out = {}
+    for role, idx in (("prompt", 0), ("response", 1)):
+        lengths = [len(c["conversations"][idx]["value"]) for c in conversations]
+        out[role] = ({"min": min(lengths), "mean": sum(lengths) / len(lengths), "max": max(lengths)}
+                     if lengths else {"min": 0, "mean": 0.0, "max": 0})
+    return out
+
+
+def count_by(conversations: dict[str, list[dict]]) -> dict[str, int]:
+    """Return the number of conversations per split."""
+    return {s: len(v) for s, v in conversations.items()}

@@ -1,0 +1,267 @@
+"""DeepCAD models to CAD code, meshes and multi-view PNGs, in shards (the ``render_deepcad`` fan-out).
+
+Plan (split file + listing, cheap, recomputed by every job) -> per shard: parse, normalise, CAD code,
+watertight mesh, one renderer reused for the whole shard -> merge to ``models.parquet``,
+``quarantine.json`` and ``summary.json``. Every file is written atomically; a bad model is quarantined
+with its reason and the rest goes on.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
+from lib.io import DataError, UnsafePathError, atomic_path, atomic_write_json, atomic_write_parquet, read_json
+from lib.quarantine import QuarantineEntry, QuarantineError
+from lib.shards import digest, natural_key, read_shards, shard_name, shard_of
+
+
+MODELS = "models.parquet"
+QUARANTINE = "quarantine.json"
+SUMMARY = "summary.json"
+SHARD_DIR = "shards"
+IMAGE_DIR = "images"
+MESH_DIR = "meshes"
+
+
+@dataclass(frozen=True)
+class DeepCADSource:
+    """``deepcad`` params: where the dataset (synthetic or a real download) lives."""
+
+    root: str = "data/raw/deepcad_synth"
+
+
+@dataclass(frozen=True)
+class RenderDeepCADConfig:
+    """``render_deepcad`` params: shards, views, image size, CAD code precision, blank-render limit."""
+
+    out: str = "data/processed/deepcad_render"
+    shards: int = 4
+    cores: int = 2  # snakemake --cores used by the DVC stage
+    views: list[str] = field(default_factory=lambda: ["front", "top", "right"])
+    image_size: int = 512
+    code_decimals: int = 4
+    normalize_size: float = 0.75  # DeepCAD's NORM_FACTOR: max |coordinate| after normalisation
+    min_foreground: float = 0.002  # a view with fewer non-background pixels than this fraction is blank
+    save_meshes: bool = True
+
+    def __post_init__(self) -> None:
+        from lib.render import VIEWS
+
+        unknown = [v for v in self.views if v not in VIEWS]
+        if unknown or not self.views:
+            raise ValueError(f"views must be a non-empty list from {sorted(VIEWS)}, got {self.views}")
+        if self.shards < 1 or self.image_size < 16:
+            raise ValueError("need shards >= 1 and image_size >= 16")
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """A model listed in the split file whose JSON exists inside the root."""
+
+    id: str  # "folder/id" as in the split file
+    split: str
+    source: str  # relative to the root
+    bytes: int
+    mtime_ns: int
+    shard: int
+
+
+@dataclass
+class RenderPlan:
+    """What the split file and the listing decide, before parsing anything."""
+
+    items: list[PlannedModel]
+    quarantine: list[QuarantineEntry]
+
+    def shard_items(self, index: int) -> list[PlannedModel]:
+        """Return the models of shard ``index``."""
+        return [m for m in self.items if m.shard == index]
+
+    def fingerprints(self, shards: int) -> list[str]:
+        """Return one digest per shard of everything in the data that shard's output depends on."""
+        return [digest(asdict(m) for m in self.items if m.shard == i) for i in range(shards)]
+
+    def digest(self) -> str:
+        """Return a digest of the whole plan, quarantine included."""
+        return digest([*(asdict(m) for m in self.items), *(q.to_dict() for q in self.quarantine)])
+
+
+def plan_render(root: str | Path, shards: int) -> RenderPlan:
+    """Read the split file and list ``cad_json``; return the models to render and what to quarantine.
+
+    Quarantined here: split ids that escape the root, are listed twice, or have no JSON file; JSON
+    files the split file does not list.
+    """
+    root = Path(root)
+    split_path = root / SPLIT_FILE
+    if not split_path.is_file():
+        raise FileNotFoundError(
+            f"{split_path}: no DeepCAD split file. Point deepcad.root in params.yaml at a DeepCAD download "
+            f"(with {CAD_JSON_DIR}/ and {SPLIT_FILE}) or run `dvc repro synth_deepcad` for the embedded data.")
+    splits = read_json(split_path)
+    if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
+        raise DataError(f"{split_path}: expected {{split: [\"folder/id\", ...]}}")
+    listed = Counter(str(i) for ids in splits.values() for i in ids)
+    quarantine: list[QuarantineEntry] = []
+    items: list[PlannedModel] = []
+    for split in SPLITS:
+        for model_id in map(str, splits.get(split, [])):
+            rel = f"{CAD_JSON_DIR}/{model_id}.json"
+            if listed[model_id] > 1:
+                quarantine.append(QuarantineEntry(model_id, rel, "duplicate_id",
+                                                  f"listed {listed[model_id]} times in {SPLIT_FILE}", split))
+                continue
+            try:
+                path = model_path(root, model_id)
+            except UnsafePathError as err:
+                quarantine.append(QuarantineEntry(model_id, rel, "path_escape", str(err), split))
+                continue
+            if not path.is_file():
+                quarantine.append(QuarantineEntry(model_id, rel, "missing_model", f"{rel} does not exist", split))
+                continue
+            st = path.stat()
+            items.append(PlannedModel(model_id, split, rel, st.st_size, st.st_mtime_ns, shard_of(model_id, shards)))
+    json_dir = root / CAD_JSON_DIR
+    on_disk = {p.relative_to(json_dir).with_suffix("").as_posix() for p in json_dir.glob("*/*.json")} \
+        if json_dir.is_dir() else set()
+    for model_id in sorted(on_disk - set(listed), key=natural_key):
+        quarantine.append(QuarantineEntry(model_id, f"{CAD_JSON_DIR}/{model_id}.json", "not_in_split",
+                                          f"not listed in {SPLIT_FILE}"))
+    items.sort(key=lambda m: natural_key(m.id))
+    return RenderPlan(items, quarantine)
+
+
+def image_name(model_id: str, view: str) -> str:
+    """Return a model view's PNG path relative to the image folder: ``<folder>/<id>_<view>.png``."""
+    return f"{model_id}_{view}.png"
+
+
+class ModelRenderer:
+    """Turns one model JSON into its CAD code, mesh and view images; holds one GL renderer for a shard."""
+
+    def __init__(self, cfg: RenderDeepCADConfig):
+        from lib.render import ViewRenderer
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.renderer = ViewRenderer(size=cfg.image_size, views=tuple(cfg.views))
+
+    def close(self) -> None:
+        """Release the GL context."""
+        self.renderer.close()
+
+    def __call__(self, root: Path, item: PlannedModel) -> dict:
+        """Return the model's row; raises QuarantineError for a malformed model or a blank render."""
+        from lib.deepcad.cadcode import to_code
+        from lib.deepcad.mesh import build_mesh
+        from lib.deepcad.normalize import normalize
+        from lib.deepcad.parse import load_model
+        from lib.render import save_png, silhouette
+
+        seq = load_model(model_path(root, item.id))
+        norm = normalize(seq, size=self.cfg.normalize_size)
+        code = to_code(norm, decimals=self.cfg.code_decimals)
+        mesh = build_mesh(norm)
+        images = self.renderer.render(mesh)
+        background = self.renderer.background
+        fg = {v: float(silhouette(img, background).mean()) for v, img in images.items()}
+        blank = [v for v, f in fg.items() if f < self.cfg.min_foreground]
+        if blank:
+            raise QuarantineError("blank_render", ", ".join(f"{v}: {fg[v]:.4%} foreground" for v in blank)
+                                  + f" < render_deepcad.min_foreground={self.cfg.min_foreground}")
+        row = {"id": item.id, "split": item.split, "source_path": item.source, "code": code,
+               "extrudes": len(norm.extrudes),
+               "operations": ",".join(e.operation for e in norm.extrudes),
+               "volume": float(mesh.volume), "faces": int(len(mesh.faces)),
+               "watertight": bool(mesh.is_watertight)}
+        for view, img in images.items():
+            rel = image_name(item.id, view)
+            save_png(self.out / IMAGE_DIR / rel, img)
+            row[f"image_{view}"] = rel
+            row[f"foreground_{view}"] = fg[view]
+        if self.cfg.save_meshes:
+            mesh_rel = f"{item.id}.ply"
+            with atomic_path(self.out / MESH_DIR / mesh_rel) as tmp:
+                mesh.export(tmp, file_type="ply")
+            row["mesh"] = mesh_rel
+        return row
+
+
+def run_shard(root: str | Path, cfg: RenderDeepCADConfig, index: int, *, progress: bool = True) -> Path:
+    """Render every model of shard ``index``; write its parquet atomically and return its path."""
+    root, out = Path(root), Path(cfg.out)
+    items = plan_render(root, cfg.shards).shard_items(index)
+    rows = []
+    renderer = ModelRenderer(cfg) if items else None
+    try:
+        for item in tqdm(items, desc=f"render_deepcad shard {index}", unit="model", disable=not progress):
+            try:
+                row = renderer(root, item)
+                row.update(reason=None, detail=None)
+            except QuarantineError as err:
+                row = {"id": item.id, "split": item.split, "source_path": item.source,
+                       "reason": err.reason, "detail": err.detail}
+            rows.append(row)
+    finally:
+        if renderer is not None:
+            renderer.close()
+    frame = pd.DataFrame(rows, columns=_columns(cfg))
+    return atomic_write_parquet(out / SHARD_DIR / shard_name(index), frame)
+
+
+def _columns(cfg: RenderDeepCADConfig) -> list[str]:
+    cols = ["id", "split", "source_path", "code", "extrudes", "operations", "volume", "faces", "watertight"]
+    for v in cfg.views:
+        cols += [f"image_{v}", f"foreground_{v}"]
+    return cols + ["mesh", "reason", "detail"]
+
+
+def merge_shards(root: str | Path, cfg: RenderDeepCADConfig) -> dict:
+    """Join the shard parquets into ``models.parquet`` and ``quarantine.json``; return the summary written."""
+    root, out = Path(root), Path(cfg.out)
+    plan = plan_render(root, cfg.shards)
+    rows = read_shards(out / SHARD_DIR, cfg.shards, rerun_hint="snakemake --cores N render_deepcad")
+    bad = rows[rows["reason"].notna()]
+    good = rows[rows["reason"].isna()].drop(columns=["reason", "detail"])
+    good = good.assign(_k=good["id"].map(natural_key)).sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    for col in ("extrudes", "faces"):
+        good[col] = good[col].astype("int64")
+    quarantine = [q.to_dict() for q in plan.quarantine]
+    quarantine += [QuarantineEntry(r.id, r.source_path, r.reason, r.detail or "", r.split).to_dict()
+                   for r in bad.itertuples()]
+    quarantine.sort(key=lambda q: (q["reason"], natural_key(q["id"])))
+    _prune(out / IMAGE_DIR, {name for v in cfg.views for name in good[f"image_{v}"]})
+    _prune(out / MESH_DIR, set(good["mesh"].dropna()) if cfg.save_meshes else set())
+    atomic_write_parquet(out / MODELS, good)
+    atomic_write_json(out / QUARANTINE, quarantine)
+    summary = {
+        "root": str(root),
+        "models": int(len(good)),
+        "images": int(len(good) * len(cfg.views)),
+        "views": list(cfg.views),
+        "quarantined": len(quarantine),
+        "by_split": {s: int(n) for s, n in good["split"].value_counts().sort_index().items()},
+        "quarantine_by_reason": dict(sorted(Counter(q["reason"] for q in quarantine).items())),
+    }
+    atomic_write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _prune(directory: Path, keep: set[str]) -> None:
+    """Delete files under ``directory`` that no row points at (models quarantined or removed since a run)."""
+    if not directory.is_dir():
+        return
+    for path in [p for p in directory.rglob("*") if p.is_file()]:
+        if path.relative_to(directory).as_posix() not in keep:
+            path.unlink()
+
+
+def read_models(out: str | Path) -> pd.DataFrame:
+    """Return ``models.parquet`` of a render output folder."""
+    return pd.read_parquet(Path(out) / MODELS)
+
