@@ -240,11 +240,13 @@ def _extrude_manifold(extrude: Extrude, segments_per_circle: int) -> manifold3d.
 
 
 def _to_trimesh(m: manifold3d.Manifold) -> trimesh.Trimesh:
-    """trimesh of a manifold3d solid, vertices merged, winding outward (positive volume)."""
+    """trimesh of a manifold3d solid with its shared vertices, winding outward (positive volume)."""
     out = m.to_mesh64()
     verts = np.asarray(out.vert_properties, dtype=float)[:, :3]
     faces = np.asarray(out.tri_verts, dtype=np.int64)
-    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=True)  # process merges duplicate vertices
+    # manifold3d already shares vertices; trimesh's merge-by-position would collapse float-noise slivers
+    # (a sketch one ulp off a face) into non-manifold edges, so keep its topology as is.
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
     if mesh.volume < 0:
         mesh.invert()
     return mesh
