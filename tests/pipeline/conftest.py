@@ -15,6 +15,9 @@ TINY = {
                    "split_fractions": {"train": 0.5, "validation": 0.5}},
     "ingest_ssv2": {"shards": 3, "expected_height": 64, "min_seconds": 0.5, "min_frames": 4},
     "validate_ssv2": {"min_videos_per_class": 1, "min_videos": 3},
+    "synth_deepcad": {"count": 10},
+    "render_deepcad": {"shards": 2, "image_size": 64},
+    "validate_deepcad": {"min_models": 3},
 }
 
 

@@ -48,3 +48,28 @@ def test_failed_threshold_fails_the_stage_with_its_key(clone):
     proc = run(["dvc", "repro", "validate_ssv2"], clone, check=False)
     assert proc.returncode != 0
     assert "validate_ssv2.min_videos_per_class" in proc.stdout + proc.stderr
+
+
+def test_dvc_repro_validate_deepcad_end_to_end(clone):
+    run(["dvc", "repro", "validate_deepcad"], clone)
+    splits = json.loads((clone / "data/raw/deepcad_synth/train_val_test_split.json").read_text())
+    n = {s: len(v) for s, v in splits.items()}
+    assert sum(n.values()) == 10
+    train = json.loads((clone / "data/processed/deepcad_conversations/train.json").read_text())
+    val = json.loads((clone / "data/processed/deepcad_conversations/val.json").read_text())
+    assert (len(train), len(val)) == (3 * n["train"], 3 * n["validation"])  # one per (model, view)
+    assert train[0]["conversations"][0]["value"].startswith("<image>\n")
+    image_dir = clone / "data/processed/deepcad_render/images"
+    assert all((image_dir / c["image"]).is_file() for c in train + val)
+
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)
+    metrics = shown[""]["data"]["reports/validate_deepcad/metrics.json"]["data"]
+    assert metrics["models"] == 10 and metrics["images"] == 30 and metrics["conversations"] == len(train) + len(val)
+
+    # a render param change reruns rendering and everything after it, not the generator
+    set_params(clone, {"render_deepcad": {"image_size": 48}})
+    out = run(["dvc", "repro", "validate_deepcad"], clone).stdout
+    assert "Running stage 'render_deepcad'" in out and "Running stage 'synth_deepcad'" not in out
+    from PIL import Image
+    with Image.open(image_dir / train[0]["image"]) as im:
+        assert im.size == (48, 48)
