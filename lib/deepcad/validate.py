@@ -69,9 +69,7 @@ def compute_metrics(models: pd.DataFrame, views: list[str], images: pd.DataFrame
     view_of = {name: v for v in views for name in models[f"image_{v}"]}
     images = images.assign(view=images["image"].map(view_of))
     blank = images[images["readable"] & (images["foreground"] < cfg.min_foreground)]
-    per_view = {v: {"mean_foreground": float(g["foreground"].mean()), "min_foreground": float(g["foreground"].min()),
-                    "blank": int((g["foreground"] < cfg.min_foreground).sum())}
-                for v, g in images.groupby("view")}
+    per_view = {v: _view_stats(g[g["readable"]]["foreground"], cfg.min_foreground) for v, g in images.groupby("view")}
     n_conv = sum(len(v) for v in conversations.values())
     dropped = int(conv_summary.get("dropped", 0))
     responses = [len(c["conversations"][1]["value"]) for v in conversations.values() for c in v]
@@ -101,6 +99,14 @@ def compute_metrics(models: pd.DataFrame, views: list[str], images: pd.DataFrame
                                 "dropped_fraction": dropped / (n_conv + dropped) if n_conv + dropped else 0.0},
         "extrudes": _stats(models["extrudes"].astype(float)) if n_models else _stats(pd.Series([], dtype=float)),
     }
+
+
+def _view_stats(foreground: pd.Series, min_foreground: float) -> dict[str, float | int]:
+    """Foreground of one view's readable images (missing or unreadable ones are counted elsewhere, not as blank)."""
+    if len(foreground) == 0:
+        return {"mean_foreground": 0.0, "min_foreground": 0.0, "blank": 0}
+    return {"mean_foreground": float(foreground.mean()), "min_foreground": float(foreground.min()),
+            "blank": int((foreground < min_foreground).sum())}
 
 
 def _stats(values: pd.Series) -> dict[str, float]:
@@ -206,9 +212,11 @@ def _sample_sheet(models: pd.DataFrame, views: list[str], image_dir: Path, path:
     for r, row in enumerate(picks.itertuples(index=False)):
         for c, v in enumerate(views):
             p = image_dir / getattr(row, f"image_{v}")
-            if p.is_file():
+            try:
                 with Image.open(p) as im:
                     sheet.paste(im.convert("RGB").resize((tile, tile)), (c * tile, r * tile))
+            except (OSError, ValueError):  # missing or unreadable: already counted; leave the tile blank
+                pass
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
     return path
