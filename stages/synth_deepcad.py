@@ -5,7 +5,7 @@ entities, properties.bounding_box, sequence) and train_val_test_split.json. Vari
 holes, brackets, flanges, stepped shafts, channels, bosses, slots, pockets, intersections) on several
 sketch planes, with every extent type and boolean. Same seed -> same bytes.
 Params (section synth_deepcad): count, seed, split_fractions, families. `count: 1100` with
-split_fractions {train: 0.9090909, validation: 0.0909091} gives the "DeepCAD 1K" scale
+split_fractions {train: 0.9090909, validation: 0.0909091, test: 0} gives the "DeepCAD 1K" scale
 (1,100 models -> 3,300 images -> 3,000 / 300 conversations).
 """
 from __future__ import annotations
