@@ -2,7 +2,7 @@
 
 The real DeepCAD download cannot be fetched here, so this writes ``<out>/cad_json/<folder>/<id>.json``
 and ``<out>/train_val_test_split.json`` exactly as the release lays them out, with every JSON shaped
-like a real Fusion 360 export (see ``/work/shared/fixtures/deepcad/cylinder_r39mm_h5mm.json``): the
+like a real Fusion 360 export (see ``tests/fixtures/deepcad/cylinder_r39mm_h5mm.json``): the
 same keys (and key order), Fusion-like entity ids, metres, curves in each sketch's local frame, and a
 declared ``properties.bounding_box``.
 

@@ -10,10 +10,12 @@ _SHARED = REPO.parent / "shared" / "fixtures" / "deepcad" / "cylinder_r39mm_h5mm
 _LOCAL = REPO / "tests" / "fixtures" / "deepcad" / "cylinder_r39mm_h5mm.json"
 
 
+FIXTURE = _SHARED if _SHARED.is_file() else _LOCAL  # the shared copy when present, else the repo's copy
+
+
 def real_model() -> dict:
     """Return the real DeepCAD fixture model (a 39 mm radius, 5 mm high cylinder) as a dict."""
-    path = _SHARED if _SHARED.is_file() else _LOCAL
-    return json.loads(path.read_text())
+    return json.loads(FIXTURE.read_text())
 
 
 def _extrude(model: dict) -> dict:

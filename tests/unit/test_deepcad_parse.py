@@ -13,7 +13,7 @@ from lib.deepcad.schema import Arc, Circle, Line, Loop
 from lib.quarantine import QuarantineError
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "deepcad" / "cylinder_r39mm_h5mm.json"
+from tests.helpers.deepcad_data import FIXTURE  # noqa: E402
 SKETCH, EXTRUDE, PROFILE = "FQtakFubjNXh4U6_0", "Fg5Co82E19unP7q_0", "JGC"
 
 

@@ -11,7 +11,7 @@ from shapely.geometry import Polygon
 
 from lib.deepcad.synth import FAMILIES, SynthDeepCADConfig, make_model, plan, write_dataset
 
-FIXTURE = Path("/work/shared/fixtures/deepcad/cylinder_r39mm_h5mm.json")
+from tests.helpers.deepcad_data import FIXTURE  # noqa: E402
 ID_RE = re.compile(r"^(\d{4})/(\d{8})$")
 N60 = SynthDeepCADConfig(count=60, seed=3)
 
