@@ -9,11 +9,40 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import pandas as pd
 
 from lib.io import remove_stale_temps
+from lib.quarantine import QuarantineEntry
+
+Item = TypeVar("Item")
+
+
+@dataclass
+class ShardPlan(Generic[Item]):
+    """What a fan-out stage will process (dataclass items with a ``shard`` field) and what it set aside
+    before processing anything."""
+
+    items: list[Item]
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+
+    def shard_items(self, index: int) -> list[Item]:
+        """Return the items of shard ``index``."""
+        return [it for it in self.items if it.shard == index]
+
+    def fingerprints(self, shards: int) -> list[str]:
+        """Return one digest per shard of everything in the data that shard's output depends on."""
+        rows: list[list[dict[str, Any]]] = [[] for _ in range(shards)]
+        for it in self.items:
+            rows[it.shard].append(asdict(it))
+        return [digest(r) for r in rows]
+
+    def digest(self) -> str:
+        """Return a digest of the whole plan, quarantine included (what the merge depends on)."""
+        return digest([*(asdict(it) for it in self.items), *(q.to_dict() for q in self.quarantine)])
 
 
 def shard_of(key: str, shards: int) -> int:

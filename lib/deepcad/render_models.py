@@ -8,7 +8,7 @@ with its reason and the rest goes on.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +17,7 @@ from tqdm import tqdm
 from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
 from lib.io import DataError, UnsafePathError, atomic_path, atomic_write_json, atomic_write_parquet, read_json
 from lib.quarantine import QuarantineEntry, QuarantineError
-from lib.shards import digest, natural_key, read_shards, shard_name, shard_of
+from lib.shards import ShardPlan, natural_key, read_shards, shard_name, shard_of
 
 
 MODELS = "models.parquet"
@@ -71,24 +71,7 @@ class PlannedModel:
     shard: int
 
 
-@dataclass
-class RenderPlan:
-    """What the split file and the listing decide, before parsing anything."""
-
-    items: list[PlannedModel]
-    quarantine: list[QuarantineEntry]
-
-    def shard_items(self, index: int) -> list[PlannedModel]:
-        """Return the models of shard ``index``."""
-        return [m for m in self.items if m.shard == index]
-
-    def fingerprints(self, shards: int) -> list[str]:
-        """Return one digest per shard of everything in the data that shard's output depends on."""
-        return [digest(asdict(m) for m in self.items if m.shard == i) for i in range(shards)]
-
-    def digest(self) -> str:
-        """Return a digest of the whole plan, quarantine included."""
-        return digest([*(asdict(m) for m in self.items), *(q.to_dict() for q in self.quarantine)])
+RenderPlan = ShardPlan[PlannedModel]
 
 
 def plan_render(root: str | Path, shards: int) -> RenderPlan:
@@ -133,7 +116,7 @@ def plan_render(root: str | Path, shards: int) -> RenderPlan:
         quarantine.append(QuarantineEntry(model_id, f"{CAD_JSON_DIR}/{model_id}.json", "not_in_split",
                                           f"not listed in {SPLIT_FILE}"))
     items.sort(key=lambda m: natural_key(m.id))
-    return RenderPlan(items, quarantine)
+    return ShardPlan(items, quarantine)
 
 
 def image_name(model_id: str, view: str) -> str:

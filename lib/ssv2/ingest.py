@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from lib.io import (
     safe_join,
 )
 from lib.quarantine import QuarantineEntry, QuarantineError
-from lib.shards import digest, natural_key, read_shards, shard_name, shard_of
+from lib.shards import ShardPlan, natural_key, read_shards, shard_name, shard_of
 from lib.ssv2.labels import (
     BadEntry,
     LabelEntry,
@@ -105,24 +105,7 @@ class PlannedItem:
     shard: int
 
 
-@dataclass
-class IngestPlan:
-    """Everything the label files and the directory listing decide, before decoding anything."""
-
-    items: list[PlannedItem]
-    quarantine: list[QuarantineEntry]
-
-    def shard_items(self, index: int) -> list[PlannedItem]:
-        """Return the items of shard ``index``."""
-        return [it for it in self.items if it.shard == index]
-
-    def fingerprints(self, shards: int) -> list[str]:
-        """Return one digest per shard of everything that shard's output depends on in the data."""
-        return [digest(asdict(it) for it in self.items if it.shard == i) for i in range(shards)]
-
-    def digest(self) -> str:
-        """Return a digest of the whole plan, quarantine included (the merge's input)."""
-        return digest([*(asdict(it) for it in self.items), *(q.to_dict() for q in self.quarantine)])
+IngestPlan = ShardPlan[PlannedItem]
 
 
 def plan_ingest(root: str | Path, shards: int) -> IngestPlan:
@@ -184,7 +167,7 @@ def plan_ingest(root: str | Path, shards: int) -> IngestPlan:
         else:
             quarantine.append(QuarantineEntry(vid, rel, "missing_label", "id is in no label file"))
     items.sort(key=lambda it: natural_key(it.id))
-    return IngestPlan(items=items, quarantine=quarantine)
+    return ShardPlan(items, quarantine)
 
 
 def _list_videos(video_dir: Path) -> dict[str, str]:
