@@ -1,0 +1,302 @@
+"""SSv2 clip loading: a Dataset of clips, size-bucketed batches, and deterministic step-based iteration.
+
+How determinism works, also with worker processes:
+
+* Batches are planned in the main process. ``BucketBatchSampler.epoch_batches(epoch)`` is a pure
+  function of ``(seed, epoch)``: items are grouped by frame size (H, W), shuffled within their
+  bucket, cut into batches, and the batches of all buckets are shuffled together.
+* ``StepBatchSampler`` walks that plan over global steps (step ``s`` is batch ``s % per_epoch`` of
+  epoch ``s // per_epoch``) and yields each batch as ``[(index, epoch), ...]`` pairs.
+* ``SSv2ClipDataset.__getitem__((index, epoch))`` draws the clip start from an rng seeded with
+  ``(seed, epoch, index)``. The epoch travels with the index, so a persistent worker never holds a
+  stale epoch, and an item's clip does not depend on which worker decodes it or in what order.
+
+So the batches of a run depend only on the config and the step: ``iterate_steps(cfg, steps,
+start_step=k)`` yields exactly what an uninterrupted run yields from step ``k`` on, with any
+``num_workers``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lib.data.clips import ClipSpec, clip_indices
+from lib.video.decode import BACKENDS, read_frames
+
+SPLITS = ("train", "validation", "test")
+STABLE_KEYS = ("batch_size", "num_workers", "prefetch_factor", "backend")
+
+# rng stream tags, so the sampler's and the clips' streams never share a seed
+_SAMPLER_STREAM, _CLIP_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class VideoLoaderConfig:
+    """Everything that decides which batches a loader yields (plus how fast: workers, prefetch, pinning).
+
+    ``manifest`` is the ingest manifest (paths inside are relative to its folder). Take
+    ``batch_size``/``num_workers``/``prefetch_factor``/``backend`` from ``load_stable_config`` via
+    ``with_stable`` rather than hard-coding them.
+    """
+
+    manifest: str = "data/interim/ssv2/manifest.parquet"
+    split: str = "train"
+    backend: str = "decord"
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    batch_size: int = 4
+    num_workers: int = 0
+    prefetch_factor: int = 2
+    seed: int = 0
+    bucket_by_size: bool = True
+    drop_last: bool = True
+    pin_memory: bool = False
+
+    def __post_init__(self):
+        def bad(name: str, want: str):
+            raise ValueError(f"VideoLoaderConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        if self.split not in SPLITS:
+            bad("split", f"one of {SPLITS}")
+        if self.backend not in BACKENDS:
+            bad("backend", f"one of {BACKENDS}")
+        if not isinstance(self.clip, ClipSpec):
+            bad("clip", "a ClipSpec")
+        for name, low in (("batch_size", 1), ("num_workers", 0), ("prefetch_factor", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                bad(name, f"an int >= {low}")
+        for name in ("bucket_by_size", "drop_last", "pin_memory"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "a bool")
+
+    def with_stable(self, stable: dict) -> VideoLoaderConfig:
+        """Return a copy with batch_size, num_workers, prefetch_factor and backend taken from ``stable``."""
+        return replace(self, **{k: stable[k] for k in STABLE_KEYS if k in stable})
+
+
+def load_stable_config(path: str | Path = "data/loader/stable.json", default: dict | None = None) -> dict:
+    """Return the loader settings the ``bench_loader`` stage chose (``batch_size``, ``num_workers``,
+    ``prefetch_factor``, ``backend``, plus whatever else it recorded) as a dict.
+
+    A missing file returns a copy of ``default`` when one is given, else raises FileNotFoundError.
+    """
+    path = Path(path)
+    if not path.exists():
+        if default is not None:
+            return dict(default)
+        raise FileNotFoundError(f"{path}: no benchmarked loader settings; run `dvc repro bench_loader` "
+                                f"(or pass default=... to load_stable_config)")
+    stable = json.loads(path.read_text())
+    if not isinstance(stable, dict):
+        raise ValueError(f"{path}: expected a JSON object with keys {STABLE_KEYS}, got {type(stable).__name__}")
+    missing = [k for k in STABLE_KEYS if k not in stable]
+    if missing:
+        raise ValueError(f"{path}: missing field(s) {missing}; rerun `dvc repro bench_loader`")
+    return stable
+
+
+class SSv2ClipDataset(Dataset):
+    """Clips of the videos of one manifest split.
+
+    ``ds[i]`` (clip drawn for the epoch set by ``set_epoch``) or ``ds[(i, epoch)]`` returns
+    ``{"video": uint8 tensor [C=3, T, H, W], "label": class_index (-1 on test), "id": str}``.
+    The clip start comes from an rng seeded with ``(seed, epoch, i)``: the same item and epoch give
+    the same clip in any process.
+    """
+
+    def __init__(self, manifest: str | Path | pd.DataFrame, split: str = "train", *,
+                 base_dir: str | Path | None = None, clip: ClipSpec | None = None,
+                 backend: str = "decord", seed: int = 0):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if isinstance(manifest, pd.DataFrame):
+            df, source = manifest, "<DataFrame>"
+        else:
+            source = Path(manifest)
+            if not source.exists():
+                raise FileNotFoundError(f"{source}: manifest missing; run `dvc repro ingest_ssv2`")
+            df = pd.read_parquet(source)
+            base_dir = source.parent if base_dir is None else base_dir
+        df = df[df["split"] == split].reset_index(drop=True)
+        if df.empty:
+            raise ValueError(f"{source}: no rows with split={split!r}")
+        if "abs_path" in df.columns:
+            paths = [str(p) for p in df["abs_path"]]
+        elif base_dir is not None:
+            paths = [str(Path(base_dir) / p) for p in df["path"]]
+        else:
+            raise ValueError(f"{source}: manifest rows have relative 'path's; pass base_dir (their folder)")
+        self.paths = paths
+        self.ids = [str(v) for v in df["id"]]
+        self.labels = [int(v) for v in df["class_index"]]
+        self.num_frames = [int(v) for v in df["frames"]]
+        self._sizes = [(int(h), int(w)) for h, w in zip(df["height"], df["width"])]
+        self.split, self.clip, self.backend, self.seed = split, clip or ClipSpec(), backend, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch used by plain-int indexing (indexing by ``(i, epoch)`` ignores it)."""
+        self.epoch = int(epoch)
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """Return the (H, W) frame size of every item, in item order."""
+        return list(self._sizes)
+
+    def clip_frames(self, index: int, epoch: int) -> np.ndarray:
+        """Return the source frame indices of item ``index``'s clip in ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch, _CLIP_STREAM, index])
+        return clip_indices(self.num_frames[index], self.clip, rng)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, epoch = (key if isinstance(key, tuple) else (key, self.epoch))
+        index, epoch = int(index), int(epoch)
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range for {len(self)} items")
+        frames = read_frames(self.paths[index], self.clip_frames(index, epoch), self.backend)  # [T, H, W, 3]
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()  # [C, T, H, W]
+        return {"video": video, "label": self.labels[index], "id": self.ids[index]}
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of item indices whose items share one (H, W) size.
+
+    Each epoch's plan depends only on ``(seed, epoch)``: items are shuffled within their size
+    bucket, cut into batches of ``batch_size`` (a bucket's short last batch is dropped when
+    ``drop_last``), and the batches of all buckets are shuffled together. ``shuffle=False`` keeps
+    manifest order within buckets and buckets in sorted size order.
+    """
+
+    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int, *, seed: int = 0,
+                 drop_last: bool = True, shuffle: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(sizes):
+            buckets.setdefault(tuple(size), []).append(i)
+        self.buckets = {k: np.asarray(v, dtype=np.int64) for k, v in sorted(buckets.items())}
+        self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose plan ``__iter__`` yields."""
+        self.epoch = int(epoch)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Return the list of batches (lists of item indices) of ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch, _SAMPLER_STREAM])
+        batches: list[list[int]] = []
+        for items in self.buckets.values():
+            order = rng.permutation(items) if self.shuffle else items
+            for lo in range(0, len(order), self.batch_size):
+                chunk = order[lo: lo + self.batch_size]
+                if len(chunk) == self.batch_size or not self.drop_last:
+                    batches.append([int(i) for i in chunk])
+        if self.shuffle:
+            batches = [batches[k] for k in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.epoch_batches(self.epoch))
+
+    def __len__(self) -> int:
+        """Return the number of batches per epoch."""
+        per = math.floor if self.drop_last else math.ceil
+        return sum(per(len(v) / self.batch_size) for v in self.buckets.values())
+
+
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Walks ``BucketBatchSampler`` plans over global steps ``[start_step, stop_step)``.
+
+    Yields each batch as ``[(index, epoch), ...]`` so workers need no epoch state; ``stop_step=None``
+    runs forever. ``set_epoch(e)`` switches to exactly the steps of epoch ``e`` (for epoch loops).
+    """
+
+    def __init__(self, batches: BucketBatchSampler, start_step: int = 0, stop_step: int | None = None):
+        self.batches = batches
+        self.per_epoch = len(batches)
+        if self.per_epoch == 0:
+            raise ValueError(f"no batches: every size bucket {({k: len(v) for k, v in batches.buckets.items()})} "
+                             f"is smaller than batch_size={batches.batch_size} with drop_last; "
+                             f"lower batch_size or set drop_last=False")
+        if start_step < 0 or (stop_step is not None and stop_step < start_step):
+            raise ValueError(f"bad step range [{start_step}, {stop_step})")
+        self.start_step, self.stop_step = start_step, stop_step
+
+    def set_epoch(self, epoch: int) -> None:
+        """Restrict iteration to the steps of ``epoch``."""
+        self.start_step, self.stop_step = epoch * self.per_epoch, (epoch + 1) * self.per_epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, pos = divmod(self.start_step, self.per_epoch)
+        steps = itertools.count(self.start_step) if self.stop_step is None else range(self.start_step, self.stop_step)
+        plan = self.batches.epoch_batches(epoch)
+        for _ in steps:
+            if pos == self.per_epoch:
+                epoch, pos = epoch + 1, 0
+                plan = self.batches.epoch_batches(epoch)
+            yield [(i, epoch) for i in plan[pos]]
+            pos += 1
+
+    def __len__(self) -> int:
+        if self.stop_step is None:
+            raise TypeError("an infinite StepBatchSampler has no length")
+        return self.stop_step - self.start_step
+
+
+def make_dataset(cfg: VideoLoaderConfig) -> SSv2ClipDataset:
+    """Return the ``SSv2ClipDataset`` that ``cfg`` describes."""
+    return SSv2ClipDataset(cfg.manifest, cfg.split, clip=cfg.clip, backend=cfg.backend, seed=cfg.seed)
+
+
+def _loader(cfg: VideoLoaderConfig, dataset: SSv2ClipDataset, sampler: StepBatchSampler) -> DataLoader:
+    extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": True} if cfg.num_workers > 0 else {}
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory,
+                      **extra)
+
+
+def make_loader(cfg: VideoLoaderConfig, *, infinite: bool = False, start_step: int = 0,
+                stop_step: int | None = None, dataset: SSv2ClipDataset | None = None) -> DataLoader:
+    """Return a DataLoader of collated batches ``{"video": uint8 [B, C, T, H, W], "label": int64 [B],
+    "id": list[str]}``, all items of a batch one size.
+
+    Global step ``s`` is batch ``s % per_epoch`` of epoch ``s // per_epoch``. ``infinite=False``
+    yields from ``start_step`` to the end of its epoch; afterwards ``loader.batch_sampler.set_epoch(e)``
+    selects a whole epoch ``e`` per pass. ``infinite=True`` yields from ``start_step`` on, forever
+    (or up to ``stop_step``). ``dataset`` reuses an already built dataset (it must match ``cfg``).
+    """
+    dataset = make_dataset(cfg) if dataset is None else dataset
+    sizes = dataset.sizes() if cfg.bucket_by_size else [(0, 0)] * len(dataset)
+    if not cfg.bucket_by_size and cfg.batch_size > 1 and len(set(dataset.sizes())) > 1:
+        raise ValueError(f"{cfg.manifest}: split {cfg.split!r} has frame sizes {sorted(set(dataset.sizes()))}; "
+                         f"batches of mixed sizes cannot be stacked: set bucket_by_size=True")
+    batches = BucketBatchSampler(sizes, cfg.batch_size, seed=cfg.seed, drop_last=cfg.drop_last)
+    per_epoch = len(batches)
+    if not infinite:
+        stop_step = (start_step // max(per_epoch, 1) + 1) * per_epoch
+    return _loader(cfg, dataset, StepBatchSampler(batches, start_step, stop_step))
+
+
+def iterate_steps(cfg: VideoLoaderConfig, steps: int, start_step: int = 0) -> Iterator[tuple[int, dict]]:
+    """Yield ``(step, batch)`` for global steps ``start_step .. steps-1``, crossing epochs as needed.
+
+    Deterministic given ``cfg``: resuming with ``start_step=k`` yields the same batches (same items,
+    same clips) as an uninterrupted run from step ``k`` on, whatever ``num_workers`` is.
+    """
+    if steps <= start_step:
+        return
+    loader = make_loader(cfg, infinite=True, start_step=start_step, stop_step=steps)
+    yield from zip(range(start_step, steps), loader, strict=True)
