@@ -66,6 +66,7 @@ class AtomicFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", suffix=self.path.suffix, dir=self.path.parent)
         os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs should read like any other written file
         self.tmp = Path(tmp)
 
     def commit(self) -> Path:
