@@ -18,6 +18,8 @@ TINY = {
     "synth_deepcad": {"count": 10},
     "render_deepcad": {"shards": 2, "image_size": 64},
     "validate_deepcad": {"min_models": 3},
+    "bench_loader": {"batch_sizes": [2], "num_workers": [0, 1], "burst_batches": 2, "sustained_batches": 3,
+                     "ceiling_clips": 4, "clip_frames": 4, "clip_stride": 1},
 }
 
 

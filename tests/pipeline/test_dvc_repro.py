@@ -73,3 +73,19 @@ def test_dvc_repro_validate_deepcad_end_to_end(clone):
     from PIL import Image
     with Image.open(image_dir / train[0]["image"]) as im:
         assert im.size == (48, 48)
+
+
+def test_dvc_repro_embed_text_and_bench_loader(clone):
+    run(["dvc", "repro", "embed_text", "bench_loader"], clone)
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)[""]["data"]
+    embed = shown["reports/embed_text/metrics.json"]["data"]
+    manifest = pd.read_parquet(clone / "data/interim/ssv2/manifest.parquet")
+    texts = set(manifest["label"].dropna()) | set(manifest["template"].dropna())
+    assert embed["count"] == len(texts) + 1 and embed["dim"] == 384  # + the one CAD prompt
+    stable = json.loads((clone / "data/loader/stable.json").read_text())
+    assert stable["batch_size"] == 2 and stable["num_workers"] in (0, 1)
+
+    # adding nothing: the cache answers everything on a forced rerun
+    run(["dvc", "repro", "-f", "-s", "embed_text"], clone)
+    again = json.loads((clone / "reports/embed_text/metrics.json").read_text())
+    assert again["hits"] == embed["count"] and again["misses"] == 0
