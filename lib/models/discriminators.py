@@ -1,0 +1,101 @@
+"""Video discriminators for adversarial post-training: a 3D PatchGAN and a whole-clip classifier.
+
+Both take a video ``[B, 3, T, H, W]`` in [-1, 1] and return ``(logits, features)``: ``features`` is the
+list of intermediate activations (after each LeakyReLU, coarsening in space) used for feature matching.
+Every conv / linear layer is spectral-normalised (``torch.nn.utils.parametrizations.spectral_norm``,
+one power iteration per training-mode forward). No normalisation layers, so R1 is well defined per sample.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+LEAK = 0.2  # LeakyReLU slope, as in PatchGAN / StyleGAN
+
+
+class PatchDiscriminator3D(nn.Module):
+    """3D PatchGAN: one real/fake logit per space-time patch.
+
+    Layers (k = kernel (t, h, w), s = stride, p = padding 1 everywhere):
+
+    - ``n_down`` convs k(3,4,4) s(1,2,2): halve H and W, keep T; width doubles from ``channels``
+      (capped at ``max_channels``);
+    - one conv k(3,4,4) s1: H -> H - 1 (the PatchGAN stride-1 k4 layer);
+    - logits conv k3 s1 -> 1 channel: keeps the shape.
+
+    Output shape: ``[B, 3, T, H, W] -> [B, 1, T, H // 2**n_down - 1, W // 2**n_down - 1]``,
+    e.g. ``[2, 3, 8, 64, 64] -> [2, 1, 8, 15, 15]`` with the default ``n_down=2``.
+    Needs ``H, W >= 2 * 2**n_down``. Time is not strided, so every frame gets its own logits.
+    """
+
+    def __init__(self, in_channels: int = 3, channels: int = 32, n_down: int = 2, max_channels: int = 256) -> None:
+        super().__init__()
+        if n_down < 1:
+            raise ValueError(f"PatchDiscriminator3D: n_down must be >= 1, got {n_down}")
+        self.n_down = n_down
+        convs = []
+        c_in, c_out = in_channels, channels
+        for _ in range(n_down):
+            convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=(3, 4, 4), stride=(1, 2, 2), padding=1)))
+            c_in, c_out = c_out, min(2 * c_out, max_channels)
+        convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=(3, 4, 4), stride=1, padding=1)))
+        self.convs = nn.ModuleList(convs)
+        self.to_logits = spectral_norm(nn.Conv3d(c_out, 1, kernel_size=3, padding=1))
+
+    def output_shape(self, shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Return the logits shape ``(B, 1, T, H', W')`` for an input of shape ``(B, C, T, H, W)``."""
+        B, _, T, H, W = shape
+        return (B, 1, T, H // 2**self.n_down - 1, W // 2**self.n_down - 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return ``(logits [B, 1, T, H', W'], features)``; see the class docstring for ``H'``, ``W'``."""
+        if x.ndim != 5:
+            raise ValueError(f"PatchDiscriminator3D: input must be [B, C, T, H, W], got {list(x.shape)}")
+        min_hw = 2 * 2**self.n_down
+        if min(x.shape[-2:]) < min_hw:
+            raise ValueError(f"PatchDiscriminator3D: H and W must be >= {min_hw} for n_down={self.n_down}, "
+                             f"got {list(x.shape[-2:])}; lower n_down or crop larger")
+        features = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LEAK)  # [B, C_i, T, H / 2**i, W / 2**i]
+            features.append(x)
+        return self.to_logits(x), features
+
+
+class VideoDiscriminator(nn.Module):
+    """Whole-clip discriminator: one logit per video.
+
+    ``n_down3d`` Conv3d k3 s2 p1 (halve T, H, W; rounding up) -> mean over time -> ``n_down2d`` Conv2d
+    k3 s2 p1 -> global average pool -> Linear -> ``[B, 1]``. Works for any ``T, H, W >= 1``.
+    """
+
+    def __init__(self, in_channels: int = 3, channels: int = 32, n_down3d: int = 2, n_down2d: int = 2,
+                 max_channels: int = 256) -> None:
+        super().__init__()
+        convs3d, convs2d = [], []
+        c_in, c_out = in_channels, channels
+        for _ in range(n_down3d):
+            convs3d.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=3, stride=2, padding=1)))
+            c_in, c_out = c_out, min(2 * c_out, max_channels)
+        for _ in range(n_down2d):
+            convs2d.append(spectral_norm(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1)))
+            c_in, c_out = c_out, min(2 * c_out, max_channels)
+        self.convs3d = nn.ModuleList(convs3d)
+        self.convs2d = nn.ModuleList(convs2d)
+        self.to_logits = spectral_norm(nn.Linear(c_in, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return ``(logits [B, 1], features)``: features are the 3D then the 2D activations."""
+        if x.ndim != 5:
+            raise ValueError(f"VideoDiscriminator: input must be [B, C, T, H, W], got {list(x.shape)}")
+        features = []
+        for conv in self.convs3d:
+            x = F.leaky_relu(conv(x), LEAK)  # [B, C_i, T_i, H_i, W_i]
+            features.append(x)
+        x = x.mean(dim=2)  # [B, C, H', W']: reduce time
+        for conv in self.convs2d:
+            x = F.leaky_relu(conv(x), LEAK)  # [B, C_j, H_j, W_j]
+            features.append(x)
+        return self.to_logits(x.mean(dim=(2, 3))), features  # [B, 1]

@@ -1,0 +1,167 @@
+"""lib.losses.gan: each loss against an independent computation; lazy R1 scaling; APTLoss gradient routing."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lib.losses.gan import (APTLoss, GANLossWeights, discriminator_nonsaturating, feature_matching,
+                            generator_nonsaturating, r1_penalty)
+from lib.models.discriminators import PatchDiscriminator3D
+from lib.models.video_sr import VideoSRConfig, VideoSRGenerator
+
+
+class TinyD(nn.Module):
+    """A one-conv discriminator with a smooth nonlinearity, so ∇_x D depends on x (float64 friendly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 2, kernel_size=(1, 2, 2))
+        self.out = nn.Conv3d(2, 1, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = torch.tanh(self.conv(x))
+        return self.out(h), [h]
+
+
+def _tiny_d() -> TinyD:
+    torch.manual_seed(0)
+    return TinyD().double()
+
+
+def test_nonsaturating_losses_match_log_sigmoid():
+    torch.manual_seed(0)
+    real, fake = torch.randn(4, 1, 2, 3, 3).double() * 3, torch.randn(4, 1, 2, 3, 3).double() * 3
+    expected_g = -torch.log(torch.sigmoid(fake)).mean()
+    expected_d = -torch.log(torch.sigmoid(real)).mean() - torch.log(1 - torch.sigmoid(fake)).mean()
+    torch.testing.assert_close(generator_nonsaturating(fake), expected_g)
+    torch.testing.assert_close(discriminator_nonsaturating(real, fake), expected_d)
+
+
+def test_feature_matching_value_by_hand():
+    real = [torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0, 3.0]])]
+    fake = [torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 1.0, 1.0]])]
+    # layer 1: (1 + 2) / 2 = 1.5; layer 2: (1 + 1 + 2) / 3 = 4/3; mean = (1.5 + 4/3) / 2
+    assert feature_matching(real, fake).item() == pytest.approx((1.5 + 4 / 3) / 2)
+    with pytest.raises(ValueError, match="same non-zero number of layers"):
+        feature_matching(real, fake[:1])
+
+
+def test_feature_matching_detaches_real_side():
+    D = _tiny_d()
+    x_real = torch.randn(2, 3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    x_fake = torch.randn(2, 3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    _, real_features = D(x_real)
+    _, fake_features = D(x_fake)
+    feature_matching(real_features, fake_features).backward()
+    assert x_real.grad is None
+    assert x_fake.grad is not None and x_fake.grad.abs().sum() > 0
+
+
+def test_r1_matches_finite_differences():
+    D = _tiny_d()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 2, 3, 3, dtype=torch.float64)
+
+    def f(sample: torch.Tensor) -> float:  # sum of one sample's patch logits
+        with torch.no_grad():
+            return D(sample[None])[0].sum().item()
+
+    eps, norms = 1e-6, []
+    for sample in x:
+        grad = torch.zeros_like(sample).flatten()
+        for i in range(grad.numel()):
+            step = torch.zeros_like(grad)
+            step[i] = eps
+            grad[i] = (f(sample + step.view_as(sample)) - f(sample - step.view_as(sample))) / (2 * eps)
+        norms.append(grad.square().sum().item())
+    expected = sum(norms) / len(norms)
+
+    r1 = r1_penalty(D, x)
+    assert abs(r1.item() - expected) / expected < 1e-4
+    # create_graph=True: the penalty backpropagates into D's weights (not the output bias: ∇_x ignores it)
+    r1.backward()
+    for p in (D.conv.weight, D.conv.bias, D.out.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def _d_losses(weights: GANLossWeights, steps: int) -> list[tuple[float, dict[str, float]]]:
+    D = _tiny_d()
+    torch.manual_seed(2)
+    real, fake = torch.randn(2, 3, 2, 4, 4).double(), torch.randn(2, 3, 2, 4, 4).double()
+    loss_fn = APTLoss(weights)
+    return [(loss.item(), stats) for loss, stats in (loss_fn.discriminator_step(D, real, fake, s) for s in range(steps))]
+
+
+def test_lazy_r1_total_strength_does_not_depend_on_r1_every():
+    gamma, every = 0.7, 4
+    lazy = _d_losses(GANLossWeights(r1=gamma, r1_every=every), every)
+    eager = _d_losses(GANLossWeights(r1=gamma, r1_every=1), every)
+    assert ["d/r1" in s for _, s in lazy] == [True, False, False, False]
+    assert all("d/r1" in s for _, s in eager)
+    main = lazy[1][1]["d/main"]
+    r1 = eager[0][1]["d/r1"]
+    lazy_r1 = sum(loss - s["d/main"] for loss, s in lazy)
+    eager_r1 = sum(loss - s["d/main"] for loss, s in eager)
+    assert lazy_r1 == pytest.approx(eager_r1, rel=1e-10)
+    assert eager_r1 == pytest.approx(every * gamma / 2 * r1, rel=1e-10)
+    assert lazy[0][0] == pytest.approx(main + every * gamma / 2 * r1, rel=1e-10)
+
+
+def test_weights_validation():
+    with pytest.raises(ValueError, match="r1_every"):
+        GANLossWeights(r1_every=0)
+    with pytest.raises(ValueError, match="GANLossWeights.fm"):
+        GANLossWeights(fm=-1.0)
+
+
+def _nets() -> tuple[VideoSRGenerator, PatchDiscriminator3D]:
+    torch.manual_seed(3)
+    G = VideoSRGenerator(VideoSRConfig(scale=2, channels=4, blocks=1, text_dim=3))
+    D = PatchDiscriminator3D(channels=4)
+    return G, D
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(4)
+    return torch.rand(2, 3, 2, 8, 8) * 2 - 1, torch.rand(2, 3, 2, 16, 16) * 2 - 1, torch.randn(2, 3)
+
+
+def test_generator_step_reaches_g_only():
+    G, D = _nets()
+    lq, hq, text = _batch()
+    weights = GANLossWeights(adv=1.0, fm=2.0, recon=0.5)
+    loss, stats = APTLoss(weights).generator_step(G, D, lq, hq, text)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(isinstance(v, float) and math.isfinite(v) for v in stats.values())
+    assert stats["g/loss"] == pytest.approx(stats["g/adv"] + 2.0 * stats["g/fm"] + 0.5 * stats["g/recon_l1"], rel=1e-5)
+    assert all(p.grad is None for p in D.parameters())
+    assert all(p.requires_grad for p in D.parameters())  # frozen only during the step
+    assert G.tail.weight.grad is not None and G.tail.weight.grad.abs().sum() > 0
+
+
+def test_discriminator_step_reaches_d_only():
+    G, D = _nets()
+    lq, hq, text = _batch()
+    fake = G(lq, text)  # not detached by the caller: the step must detach it
+    loss, stats = APTLoss(GANLossWeights(r1_every=2)).discriminator_step(D, hq, fake, step=0)
+    loss.backward()
+    assert math.isfinite(loss.item()) and "d/r1" in stats
+    assert 0.0 <= stats["d/acc_real"] <= 1.0 and 0.0 <= stats["d/acc_fake"] <= 1.0
+    assert all(p.grad is None for p in G.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.parameters())
+
+
+def test_d_accuracy_stats():
+    class FixedD(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :1], []
+
+    real = torch.tensor([1.0, 2.0, -1.0, 3.0]).view(4, 1, 1, 1, 1)
+    fake = torch.tensor([-1.0, 1.0, -2.0, -3.0]).view(4, 1, 1, 1, 1)
+    _, stats = APTLoss(GANLossWeights(r1=0.0)).discriminator_step(FixedD(), real, fake, step=0)
+    assert stats["d/acc_real"] == 0.75 and stats["d/acc_fake"] == 0.75
+    assert "d/r1" not in stats
