@@ -1,0 +1,423 @@
+"""The one training loop: ``Trainer(cfg, models, step_fn, data).run()``.
+
+Every trainer of the repo (GAN post-training, VAEs, curricula, the CAD VLM) is a ``step_fn`` plus a
+``data`` function handed to this class. The loop, top to bottom, per optimiser step::
+
+    for each of cfg.grad_accum micro-batches:        # accelerate decides when gradients sync
+        batch = next(data)                            # moved to the device
+        metrics = step_fn(trainer, batch, step)       # forward, loss, trainer.backward(loss),
+                                                      # trainer.optimizer_step(name): clip, step,
+                                                      # zero, LR schedule (only on the last micro-batch)
+    update the EMA of cfg's ema_models                # half-life in images
+    every log_every steps: log mean metrics, LRs, grad norms; run the collapse monitor
+    every checkpoint_every steps (and at the end): atomic checkpoint, keep the last K
+    at the end: <out_dir>/final/{raw,ema}/<model>.safetensors, metrics.json, config.json
+
+It runs unchanged on a CPU, one GPU, or several through ``accelerate launch`` (DDP/FSDP); mixed
+precision and distribution are accelerate's (``Accelerator(mixed_precision=...)``, ``prepare``).
+Several CPU processes (gloo), as the DDP test does: ``ACCELERATE_USE_CPU=1 torchrun --standalone
+--nproc_per_node 2 train.py``; ``data`` then shards by ``accelerate.PartialState().process_index``.
+
+Resumption: at construction the latest complete checkpoint under ``out_dir`` (if any) is loaded
+(weights, optimisers, schedules, RNG, EMA, counters) and ``data(start_step)`` is called with the
+step to resume at, so the data order resumes too. A resumed run equals an uninterrupted one when
+``data`` is a function of the step (e.g. a generator seeded by the step index).
+
+Tracking (``cfg.tracker``):
+
+- ``"dvclive"``: ``dvclive.Live(dir=<out_dir>/dvclive, save_dvc_exp=False, dvcyaml=False)``. The
+  history lands in ``<out_dir>/dvclive/plots/metrics/<key>.tsv``, the latest values in
+  ``<out_dir>/dvclive/metrics.json`` and the config in ``<out_dir>/dvclive/params.yaml``. The stage in
+  ``dvc.yaml`` declares them (``metrics: [<out_dir>/dvclive/metrics.json]``,
+  ``plots: [<out_dir>/dvclive/plots/metrics: {x: step}]``), which is what ``dvc exp show`` and
+  ``dvc plots`` read; DVCLive itself therefore neither edits ``dvc.yaml`` nor makes Git experiment
+  refs (``dvc exp run`` records the experiment). Pass ``tracker_kwargs`` to change that.
+  On resume, rows logged after the checkpoint are dropped, so no step appears twice.
+- ``"wandb"``: offline mode only, files under ``<out_dir>/wandb``.
+- ``"none"``: no tracker; metrics are still returned and written to ``final/metrics.json``.
+
+One Trainer per process at a time: accelerate keeps process-wide state.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import json
+import logging
+import math
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from lib.config import to_dict
+from lib.io import atomic_write_json, atomic_write_text
+from lib.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from lib.train.config import TrainConfig
+from lib.train.ema import EMA
+from lib.train.guards import CollapseMonitor, NanGuard, TrainingCollapsed
+from lib.train.lora import InitFromError, apply_lora, has_lora, init_from, merge_lora
+from lib.train.schedule import make_scheduler
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[["Trainer", Any, int], Mapping[str, Any]]
+DataFn = Callable[[int], Iterator[Any]]
+
+
+class Trainer:
+    """The training loop shared by every trainer; see the module docstring for the order of operations.
+
+    Args:
+        cfg: the run's :class:`TrainConfig`.
+        models: name -> module. Every model is placed on the device and wrapped (DDP/FSDP) by accelerate.
+        step_fn: ``step_fn(trainer, batch, step) -> {name: scalar}``; does one micro-batch's forward and
+            loss, calls :meth:`backward` and :meth:`optimizer_step`; returns metrics to log (floats or
+            0-d tensors; averaged over micro-batches and over the steps between logs).
+        data: ``data(start_step)`` returns an iterator of micro-batches (``cfg.batch_size`` each, for
+            this process) starting at optimiser step ``start_step``, i.e. after
+            ``start_step * cfg.grad_accum`` micro-batches. It must not run out before ``cfg.steps``.
+        optimizers: name -> optimiser over that model's parameters. Default: AdamW
+            (``cfg.lr``, ``cfg.betas``, ``cfg.weight_decay``) for every model with trainable
+            parameters. Must be None with ``training_mode: lora`` (the adapters exist only later).
+        ema_models: names of models to keep an EMA of (half-life ``cfg.ema_half_life_images``).
+        lora_models: with ``training_mode: lora``, the models to adapt (default: all).
+        monitor: a :class:`CollapseMonitor` fed the logged metrics; its stop rule ends the run.
+        tracker_kwargs: extra keyword arguments for the tracker (``dvclive.Live`` / ``wandb.init``).
+    """
+
+    def __init__(self, cfg: TrainConfig, models: Mapping[str, nn.Module], step_fn: StepFn, data: DataFn,
+                 optimizers: Mapping[str, torch.optim.Optimizer] | None = None, *,
+                 ema_models: Sequence[str] = (), lora_models: Sequence[str] | None = None,
+                 monitor: CollapseMonitor | None = None, tracker_kwargs: Mapping[str, Any] | None = None):
+        if cfg.tracker == "wandb" and importlib.util.find_spec("wandb") is None:
+            raise ValueError("tracker: 'wandb' is not installed in this environment; "
+                             "install it or set tracker: dvclive")
+        _check_names("ema_models", ema_models, models)
+        _check_names("lora_models", lora_models or (), models)
+        _check_names("optimizers", optimizers or {}, models)
+        self.cfg, self.step_fn, self.data = cfg, step_fn, data
+        self.out_dir = Path(cfg.out_dir)
+        self.monitor = monitor
+        self.tracker_kwargs = dict(tracker_kwargs or {})
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.grad_accum,
+            log_with=None if cfg.tracker == "none" else cfg.tracker,
+            step_scheduler_with_optimizer=False,  # the schedule counts optimiser steps, whatever the world size
+            project_dir=str(self.out_dir),
+        )
+        set_seed(cfg.seed, device_specific=True)  # seed + rank: ranks draw different noise
+        self.guard = NanGuard(cfg.nan_policy)
+        self.state = TrainState()
+        self.step = 0  # the optimiser step being run (0-based); step_fn also receives it
+        self.grad_norms: dict[str, float] = {}
+        self._bad_loss = False  # a non-finite loss since the last optimizer_step (nan_policy: skip)
+
+        # 1. weights: initial weights, then LoRA adapters (which freeze the base weights)
+        models = dict(models)
+        if cfg.init_from:
+            self._load_initial_weights(models, Path(cfg.init_from))
+        if cfg.training_mode == "lora":
+            if optimizers is not None:
+                raise ValueError("optimizers: must be None with training_mode: lora (the Trainer builds them "
+                                 "over the LoRA parameters it injects)")
+            for name in lora_models or list(models):
+                apply_lora(models[name], cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+
+        # 2. one optimiser and one LR schedule per trained model
+        if optimizers is None:
+            optimizers = {name: self._default_optimizer(m) for name, m in models.items()
+                          if any(p.requires_grad for p in m.parameters())}
+        schedulers = {name: make_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                                           min_lr_ratio=cfg.min_lr_ratio) for name, opt in optimizers.items()}
+
+        # 3. accelerate: device placement, DDP/FSDP wrapping, autocast, grad scaler (one prepare call)
+        prepared = self.accelerator.prepare(*models.values(), *optimizers.values(), *schedulers.values())
+        prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
+        self.models = dict(zip(models, prepared[:len(models)]))
+        self.optimizers = dict(zip(optimizers, prepared[len(models):len(models) + len(optimizers)]))
+        self.schedulers = dict(zip(schedulers, prepared[len(models) + len(optimizers):]))
+
+        # 4. EMA, counters and monitor are saved with every checkpoint, beside models and optimisers
+        self.emas = {name: EMA(self.unwrap(name), cfg.ema_half_life_images, cfg.ema_rampup) for name in ema_models}
+        extra = [monitor] if monitor is not None else []
+        self.accelerator.register_for_checkpointing(self.state, *self.emas.values(), *extra)
+
+        # 5. resume from the latest complete checkpoint, if there is one
+        self.resumed_from = latest_checkpoint(self.out_dir)
+        if self.resumed_from is not None:
+            load_checkpoint(self.accelerator, self.resumed_from)
+            log.info("resumed from %s at step %d", self.resumed_from, self.state.step)
+        self.step = self.state.step
+
+    # ---------------------------------------------------------------- helpers for step_fn
+
+    def backward(self, loss: torch.Tensor, name: str = "loss") -> None:
+        """Backpropagate ``loss`` (scaled for accumulation / fp16 by accelerate) after the NaN guard.
+
+        A non-finite loss raises :class:`TrainingDiverged` (``nan_policy: stop``) or makes the next
+        :meth:`optimizer_step` skip (``nan_policy: skip``; backward still runs so DDP stays in step).
+        ``name`` is the value's name in error messages.
+        """
+        if not self.guard.check(self.step, name, loss):
+            self._bad_loss = True
+        self.accelerator.backward(loss)
+
+    def optimizer_step(self, name: str) -> None:
+        """Clip, step, zero the gradients of model ``name`` and advance its LR schedule.
+
+        Does nothing on micro-batches that only accumulate gradients. A non-finite gradient norm
+        (or loss, see :meth:`backward`) stops the run or skips this step, per ``cfg.nan_policy``;
+        a skipped step still advances the LR schedule, which is a function of the step.
+        """
+        if not self.accelerator.sync_gradients:  # still accumulating micro-batches
+            return
+        model, optimizer, scheduler = self.models[name], self.optimizers[name], self.schedulers[name]
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf  # inf: measure, do not clip
+        grad_norm = self.accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        ok = not self._bad_loss
+        if self.cfg.mixed_precision != "fp16":  # under fp16 the grad scaler skips overflowing steps itself
+            ok = self.guard.check(self.step, f"grad_norm/{name}", grad_norm) and ok
+        ok = self._all_processes_agree(ok)
+        if ok:
+            optimizer.step()
+        else:
+            self.state.skipped_steps += 1
+            if self.accelerator.scaler is not None:
+                self.accelerator.scaler.update()  # reset the scaler's per-optimiser unscale record
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        self._bad_loss = False
+        self.grad_norms[name] = float(grad_norm) if grad_norm is not None else math.nan
+
+    def unwrap(self, name: str) -> nn.Module:
+        """Return model ``name`` without its DDP/FSDP/compile wrapper (for EMA, export, frozen forwards)."""
+        return self.accelerator.unwrap_model(self.models[name])
+
+    @contextlib.contextmanager
+    def frozen(self, *names: str) -> Iterator[None]:
+        """Inside the block the named models' parameters do not require grad; flags restored after.
+
+        E.g. ``with trainer.frozen("D"): loss_G = ...`` so the generator phase leaves D's gradients alone.
+        Under DDP run the frozen model through :meth:`unwrap` inside the block.
+        """
+        saved = [(p, p.requires_grad) for n in names for p in self.models[n].parameters()]
+        for param, _ in saved:
+            param.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for param, flag in saved:
+                param.requires_grad_(flag)
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> dict[str, float]:
+        """Train from ``state.step`` to ``cfg.steps``; return the last logged metrics.
+
+        Also writes ``<out_dir>/config.json``, checkpoints, and ``<out_dir>/final/``.
+        """
+        cfg, acc, state = self.cfg, self.accelerator, self.state
+        log.info("TrainConfig (%s):\n%s", "resuming" if self.resumed_from else "fresh run",
+                 json.dumps(to_dict(cfg), indent=1))
+        if acc.is_main_process:
+            atomic_write_json(self.out_dir / "config.json", to_dict(cfg))
+        self._start_tracker()
+        images_per_step = cfg.images_per_step * acc.num_processes
+        batches = iter(self.data(state.step))
+        window: dict[str, list[Any]] = {}  # metric -> [sum, count] since the last log
+        progress = tqdm(total=cfg.steps, initial=state.step, disable=not acc.is_local_main_process, desc="train")
+        try:
+            for step in range(state.step, cfg.steps):
+                self.step = step
+                # forward, backward and optimiser steps, one micro-batch at a time
+                for _ in range(cfg.grad_accum):
+                    batch = send_to_device(self._next_batch(batches, step), acc.device)
+                    with acc.accumulate(*self.models.values()):
+                        metrics = self.step_fn(self, batch, step)
+                    _accumulate(window, metrics)
+                    state.data_position += 1
+                # EMA (stylegan2-ada: half-life in images, ramp-up on the images seen so far)
+                for name, ema in self.emas.items():
+                    ema.update(self.unwrap(name), images_per_step, state.samples_seen)
+                state.step, state.samples_seen = step + 1, state.samples_seen + images_per_step
+                progress.update(1)
+                # log
+                if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                    state.metrics = self._log(window)
+                    window = {}
+                    progress.set_postfix({k: f"{v:.4g}" for k, v in list(state.metrics.items())[:4]})
+                # checkpoint
+                if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+                    save_checkpoint(acc, self.out_dir, state, cfg.keep_checkpoints)
+            self._write_final()
+        except BaseException:
+            for tracker in acc.trackers:  # no barrier here: other ranks may be gone
+                tracker.finish()
+            raise
+        finally:
+            progress.close()
+        acc.end_training()
+        return dict(state.metrics)
+
+    # ---------------------------------------------------------------- internals
+
+    def _default_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
+
+    def _load_initial_weights(self, models: dict[str, nn.Module], source: Path) -> None:
+        if source.is_file():
+            if len(models) != 1:
+                raise InitFromError(f"init_from: {source} is one file but there are {len(models)} models "
+                                    f"({', '.join(models)}); point it at a directory of <name>.safetensors")
+            name, model = next(iter(models.items()))
+            init_from(model, source)
+            log.info("init_from: %s <- %s", name, source)
+            return
+        if not source.is_dir():
+            raise InitFromError(f"init_from: {source} not found; give a weights file or a run's final/raw directory")
+        found = [name for name in models if (source / f"{name}.safetensors").is_file()]
+        if not found:
+            raise InitFromError(f"init_from: {source} holds none of {', '.join(f'{n}.safetensors' for n in models)}")
+        for name in found:
+            init_from(models[name], source / f"{name}.safetensors")
+            log.info("init_from: %s <- %s", name, source / f"{name}.safetensors")
+        for name in set(models) - set(found):
+            log.warning("init_from: %s has no %s.safetensors; model %s keeps its own initial weights",
+                        source, name, name)
+
+    def _next_batch(self, batches: Iterator[Any], step: int) -> Any:
+        try:
+            return next(batches)
+        except StopIteration:
+            raise RuntimeError(f"data(start_step) ran out at step {step} (micro-batch {self.state.data_position}); "
+                               f"it must yield cfg.steps * cfg.grad_accum micro-batches in all (cycle over epochs)") from None
+
+    def _all_processes_agree(self, ok: bool) -> bool:
+        if self.accelerator.num_processes == 1:
+            return ok
+        flag = torch.tensor([0.0 if ok else 1.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() == 0)
+
+    def _log(self, window: dict[str, list[Any]]) -> dict[str, float]:
+        acc, state = self.accelerator, self.state
+        metrics = {k: float(total) / count for k, (total, count) in window.items()}
+        if acc.num_processes > 1 and metrics:  # mean over processes (same keys on every rank)
+            values = acc.reduce(torch.tensor(list(metrics.values()), device=acc.device), reduction="mean")
+            metrics = dict(zip(metrics, values.tolist()))
+        for name, scheduler in self.schedulers.items():
+            metrics[f"lr/{name}"] = float(scheduler.get_last_lr()[0])
+        metrics.update({f"grad_norm/{name}": v for name, v in self.grad_norms.items()})
+        metrics["train/samples_seen"] = float(state.samples_seen)
+        metrics["train/skipped_steps"] = float(state.skipped_steps)
+        acc.log(metrics, step=state.step)
+        log.info("step %d: %s", state.step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if self.monitor is not None:
+            self.monitor.update(state.step, metrics)
+            if self.monitor.should_stop:
+                raise TrainingCollapsed(state.step, "collapse monitor", float(self.monitor.warn_streak),
+                                        f"warnings at {self.monitor.warn_streak} consecutive logs; "
+                                        f"the last checkpoint before the collapse is under {self.out_dir}")
+        return metrics
+
+    def _start_tracker(self) -> None:
+        cfg = self.cfg
+        if cfg.tracker == "none":
+            return
+        if cfg.tracker == "dvclive":
+            live_dir = self.out_dir / "dvclive"
+            kwargs = {"dir": str(live_dir), "resume": self.resumed_from is not None,
+                      "save_dvc_exp": False, "dvcyaml": False, **self.tracker_kwargs}
+            if kwargs["resume"] and self.accelerator.is_main_process:
+                truncate_dvclive_history(live_dir, self.state.step)
+        else:
+            kwargs = {"dir": str(self.out_dir), **self.tracker_kwargs, "mode": "offline"}
+        self.accelerator.init_trackers(self.out_dir.name, config=to_dict(cfg), init_kwargs={cfg.tracker: kwargs})
+
+    def _write_final(self) -> None:
+        """Write ``final/raw/<name>.safetensors`` (trained models), ``final/ema/<name>.safetensors``,
+        ``final/metrics.json`` and ``final/config.json``, atomically (temp dir + rename).
+
+        LoRA models are exported merged (plain keys), so the next run can ``init_from`` them.
+        """
+        from safetensors.torch import save_file
+
+        acc = self.accelerator
+        final, tmp = self.out_dir / "final", self.out_dir / ".tmp-final"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "raw").mkdir(parents=True)
+            if self.emas:
+                (tmp / "ema").mkdir()
+        acc.wait_for_everyone()
+        for name in self.optimizers:
+            weights = self._export_weights(name)
+            if acc.is_main_process:
+                save_file(weights, str(tmp / "raw" / f"{name}.safetensors"))
+        for name, ema in self.emas.items():
+            with ema.swapped_into(self.unwrap(name)):
+                weights = self._export_weights(name)
+            if acc.is_main_process:
+                save_file(weights, str(tmp / "ema" / f"{name}.safetensors"))
+        if acc.is_main_process:
+            atomic_write_json(tmp / "metrics.json", {"step": self.state.step, **self.state.metrics})
+            atomic_write_json(tmp / "config.json", to_dict(self.cfg))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        acc.wait_for_everyone()
+
+    def _export_weights(self, name: str) -> dict[str, torch.Tensor]:
+        module = self.unwrap(name)
+        if has_lora(module):
+            state = merge_lora(copy.deepcopy(module)).state_dict()
+        else:
+            state = self.accelerator.get_state_dict(self.models[name])  # gathers FSDP shards
+        # clone: safetensors refuses tensors that share storage (tied weights)
+        return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def truncate_dvclive_history(live_dir: str | Path, last_step: int) -> int:
+    """Drop rows with ``step > last_step`` from DVCLive's ``plots/metrics/**/*.tsv``; return rows dropped.
+
+    Called before resuming from the checkpoint at ``last_step``, so steps that were logged after it
+    (and will be run again) do not appear twice in ``dvc plots``.
+    """
+    dropped = 0
+    for tsv in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        step_col = lines[0].split("\t").index("step")
+        kept = [row for row in lines[1:] if int(row.split("\t")[step_col]) <= last_step]
+        if len(kept) != len(lines) - 1:
+            dropped += len(lines) - 1 - len(kept)
+            atomic_write_text(tsv, "\n".join([lines[0], *kept]) + "\n")
+    return dropped
+
+
+def _accumulate(window: dict[str, list[Any]], metrics: Mapping[str, Any]) -> None:
+    for key, value in metrics.items():
+        value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+        if key in window:
+            window[key][0] = window[key][0] + value
+            window[key][1] += 1
+        else:
+            window[key] = [value, 1]
+
+
+def _check_names(what: str, names: Any, models: Mapping[str, nn.Module]) -> None:
+    unknown = [n for n in names if n not in models]
+    if unknown:
+        raise ValueError(f"{what}: {unknown} are not model names (models: {', '.join(models)})")
+
+
+__all__ = ["DataFn", "StepFn", "Trainer", "truncate_dvclive_history"]

@@ -1,0 +1,43 @@
+"""Learning-rate schedule: linear warm-up, then cosine decay to a floor (nanoGPT's ``get_lr``).
+
+The schedule is a pure function of the optimiser step, so a resumed run gets the same rate as an
+uninterrupted one; :func:`make_scheduler` wraps it in a ``LambdaLR`` that accelerate saves and restores.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Return the LR multiplier (of the peak LR) for optimiser step ``step`` (0-based).
+
+    - warm-up: ``(step + 1) / (warmup_steps + 1)`` for ``step < warmup_steps`` (never 0, so step 0 learns);
+    - ``step == warmup_steps``: 1.0 (the peak);
+    - then cosine from 1.0 down to ``min_lr_ratio`` at ``step == total_steps``; constant after that.
+    """
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if step >= total_steps:
+        return min_lr_ratio
+    decay_ratio = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # 1 -> 0
+    return min_lr_ratio + coeff * (1.0 - min_lr_ratio)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int,
+                   min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Return a ``LambdaLR`` applying :func:`warmup_cosine` to every param group's initial LR.
+
+    Call ``scheduler.step()`` once per optimiser step. The lambda is a plain closure, so the
+    scheduler's state dict holds only counters (safe for ``torch.load(weights_only=True)``).
+    """
+
+    def multiplier(step: int) -> float:
+        return warmup_cosine(step, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+__all__ = ["make_scheduler", "warmup_cosine"]
