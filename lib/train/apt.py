@@ -1,0 +1,244 @@
+"""Adversarial post-training (APT) of the one-step video SR generator: config, data, step function.
+
+Everything here plugs into the one loop (:class:`lib.train.loop.Trainer`); there is no other loop:
+
+- :class:`APTConfig` is the ``train_apt`` section of ``params.yaml``. The section is *flat* for the
+  trainer's knobs (every :class:`TrainConfig` field: ``steps``, ``batch_size``, ``grad_accum``, ``lr``,
+  ``out_dir``, ...; ``validate_ssv2`` reads the first three from the top level) and *nested* for the rest
+  (``model: {channels, blocks, ...}``, ``loss: {adv, fm, r1, ...}``, ``degrade: {...}``).
+  :func:`from_section` splits it into the dataclasses and rejects unknown keys, naming the closest one.
+- :func:`make_data_fn`: micro-batch ``i`` is SSv2 loader step ``i`` (train split), a random
+  ``crop x crop`` window per clip (same window on every frame) as float [-1, 1], and
+  ``lq = degrade(hq)``; crop and degradation draw from a ``torch.Generator`` seeded by ``(seed, i)``,
+  so ``data(start_step)`` after a resume yields exactly what the uninterrupted run saw.
+- :func:`make_step_fn`: per micro-batch, the discriminator phase (``APTLoss.discriminator_step``
+  on ``sg(G(lq))`` with lazy R1) then the generator phase (``APTLoss.generator_step`` with D frozen),
+  each followed by ``trainer.backward`` / ``trainer.optimizer_step``. Stats for the collapse monitor:
+  ``D/accuracy`` (mean of real and fake accuracy), ``G/fake_std`` and ``G/real_std``.
+- :func:`make_trainer` wires models (``G``: :class:`VideoSRGenerator`, ``D``: patch or whole-clip
+  discriminator), the EMA of G (``ema_models=["G"]``) and a :class:`CollapseMonitor`.
+
+Single process only for now: under DDP every rank would read the same batches (see TODO in
+:func:`make_data_fn`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lib.config import ConfigError, from_dict
+from lib.data.clips import ClipSpec
+from lib.data.video_dataset import VideoLoaderConfig, iterate_steps
+from lib.losses.gan import APTLoss, GANLossWeights
+from lib.models.discriminators import PatchDiscriminator3D, VideoDiscriminator
+from lib.models.video_sr import VideoSRConfig, VideoSRGenerator
+from lib.train.config import TrainConfig
+from lib.train.guards import CollapseMonitor
+from lib.train.loop import DataFn, StepFn, Trainer
+from lib.video.degrade import DegradeConfig, degrade
+
+DISCRIMINATORS = ("patch", "video")
+_SEED_STRIDE = 1_000_003  # generator seed = seed * _SEED_STRIDE + micro-batch index
+
+
+@dataclass(frozen=True)
+class APTConfig:
+    """The ``train_apt`` section: trainer knobs (``train``, flat in the file) plus the APT-specific ones.
+
+    ``crop`` is the HQ spatial crop (divisible by ``model.scale``); the LQ input is ``crop / scale``
+    a side. ``clip_frames`` / ``clip_stride`` pick the frames of a training clip. ``val_clips`` is the
+    number of validation clips ``eval_apt`` scores. ``text_condition`` is reserved (not wired yet).
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: VideoSRConfig = field(default_factory=VideoSRConfig)
+    disc: str = "patch"  # "patch" (PatchDiscriminator3D) | "video" (VideoDiscriminator)
+    disc_channels: int = 32
+    loss: GANLossWeights = field(default_factory=GANLossWeights)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    crop: int = 64
+    clip_frames: int = 8
+    clip_stride: int = 2
+    text_condition: bool = False
+    val_clips: int = 8
+
+    def __post_init__(self) -> None:
+        if self.disc not in DISCRIMINATORS:
+            raise ValueError(f"disc: {self.disc!r} is not one of {', '.join(map(repr, DISCRIMINATORS))}")
+        for name in ("disc_channels", "crop", "clip_frames", "clip_stride", "val_clips"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        if self.model.scale != self.degrade.scale:
+            raise ValueError(f"model.scale ({self.model.scale}) and degrade.scale ({self.degrade.scale}) differ; "
+                             f"set both to the same upscaling factor")
+        if self.crop % self.model.scale:
+            raise ValueError(f"crop: {self.crop} is not divisible by model.scale={self.model.scale}; "
+                             f"pick a multiple of it (e.g. {self.model.scale * max(1, self.crop // self.model.scale)})")
+        if self.disc == "patch" and self.crop < 8:
+            raise ValueError(f"crop: the patch discriminator needs crop >= 8, got {self.crop}")
+        if self.text_condition:
+            # TODO(train_apt): look up lib.embed's cached template embeddings per clip and pass them as
+            # G(lq, text) with model.text_dim = the embedding size.
+            raise ValueError("text_condition: true is not wired yet (the trainer does not feed text embeddings); "
+                             "set text_condition: false")
+
+    @property
+    def lq_size(self) -> int:
+        """Return the LQ side length ``crop // scale``."""
+        return self.crop // self.model.scale
+
+
+def from_section(section: Mapping[str, Any] | None, where: str = "train_apt") -> APTConfig:
+    """Return the :class:`APTConfig` of a flat ``train_apt`` mapping; raise ConfigError on unknown keys.
+
+    Keys that are :class:`TrainConfig` fields fill ``APTConfig.train``; the others fill APTConfig
+    (``model``, ``loss`` and ``degrade`` are nested mappings).
+    """
+    section = dict(section or {})
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig) if f.init}
+    own_keys = {f.name for f in dataclasses.fields(APTConfig) if f.init} - {"train"}
+    unknown = [k for k in section if k not in train_keys | own_keys]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), sorted(train_keys | own_keys), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key{hint} (trainer keys: {', '.join(sorted(train_keys))}; "
+                          f"APT keys: {', '.join(sorted(own_keys))}); remove or rename it in the params file")
+    train = from_dict(TrainConfig, {k: v for k, v in section.items() if k in train_keys}, where)
+    own = from_dict(APTConfig, {k: v for k, v in section.items() if k in own_keys}, where)
+    return dataclasses.replace(own, train=train)
+
+
+def to_section(cfg: APTConfig) -> dict[str, Any]:
+    """Inverse of :func:`from_section`: the flat mapping (for config.json / reports)."""
+    from lib.config import to_dict
+
+    flat = to_dict(cfg)
+    return {**flat.pop("train"), **flat}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def loader_config(cfg: APTConfig, manifest: str, stable: Mapping[str, Any] | None = None) -> VideoLoaderConfig:
+    """Return the train-split loader config for ``cfg``: one loader step = one micro-batch.
+
+    ``stable`` (``load_stable_config``'s dict) sets ``num_workers``, ``prefetch_factor`` and
+    ``backend``; the batch size stays ``train_apt.batch_size`` (the trainer and ``validate_ssv2``'s
+    exposure check count with it).
+    """
+    loader = VideoLoaderConfig(manifest=str(manifest), split="train", batch_size=cfg.train.batch_size,
+                               clip=ClipSpec(cfg.clip_frames, cfg.clip_stride, "random"), seed=cfg.train.seed)
+    if stable:
+        loader = loader.with_stable({k: v for k, v in stable.items() if k != "batch_size"})
+    return loader
+
+
+def to_signed(video: torch.Tensor) -> torch.Tensor:
+    """Return uint8 ``[0, 255]`` video as float32 in ``[-1, 1]``."""
+    return video.to(torch.float32) / 127.5 - 1.0
+
+
+def random_crop(video: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Return a ``size x size`` window of each clip of ``video [B, C, T, H, W]``, one window per clip
+    (the same on all its frames), offsets drawn from ``generator``."""
+    B, _, _, H, W = video.shape
+    if H < size or W < size:
+        raise ValueError(f"crop: {size} is larger than the frames ({H}x{W}); lower train_apt.crop")
+    tops = torch.randint(0, H - size + 1, (B,), generator=generator).tolist()
+    lefts = torch.randint(0, W - size + 1, (B,), generator=generator).tolist()
+    return torch.stack([video[b, :, :, t:t + size, l:l + size] for b, (t, l) in enumerate(zip(tops, lefts))])
+
+
+def center_crop(video: torch.Tensor, size: int) -> torch.Tensor:
+    """Return the central ``size x size`` window of ``video [..., H, W]`` (deterministic, for evaluation)."""
+    H, W = video.shape[-2:]
+    if H < size or W < size:
+        raise ValueError(f"crop: {size} is larger than the frames ({H}x{W}); lower train_apt.crop")
+    top, left = (H - size) // 2, (W - size) // 2
+    return video[..., top:top + size, left:left + size]
+
+
+def micro_batch_generator(seed: int, index: int) -> torch.Generator:
+    """Return the CPU generator of micro-batch ``index`` (crop offsets, then degradations)."""
+    return torch.Generator().manual_seed(seed * _SEED_STRIDE + index)
+
+
+def make_data_fn(cfg: APTConfig, loader: VideoLoaderConfig) -> DataFn:
+    """Return ``data(start_step)`` for the Trainer: ``{"hq", "lq"}`` micro-batches from optimiser step
+    ``start_step`` on, a pure function of the micro-batch index (exact resume).
+
+    ``hq`` is ``[B, 3, T, crop, crop]`` and ``lq`` ``[B, 3, T, crop/scale, crop/scale]``, float in [-1, 1].
+    """
+    # TODO(ddp): shard micro-batches by accelerate.PartialState().process_index; today every rank reads the same.
+    accum, total = cfg.train.grad_accum, cfg.train.steps * cfg.train.grad_accum
+
+    def data(start_step: int) -> Iterator[dict[str, torch.Tensor]]:
+        for index, batch in iterate_steps(loader, total, start_step * accum):
+            generator = micro_batch_generator(cfg.train.seed, index)
+            hq = random_crop(to_signed(batch["video"]), cfg.crop, generator)
+            yield {"hq": hq, "lq": degrade(hq, cfg.degrade, generator)}
+
+    return data
+
+
+# ----------------------------------------------------------------------------- models and step
+
+
+def build_models(cfg: APTConfig) -> dict[str, nn.Module]:
+    """Return ``{"G": VideoSRGenerator, "D": discriminator}`` for ``cfg`` (seeded by ``train.seed``)."""
+    torch.manual_seed(cfg.train.seed)
+    G = VideoSRGenerator(cfg.model)
+    D = (PatchDiscriminator3D(channels=cfg.disc_channels) if cfg.disc == "patch"
+         else VideoDiscriminator(channels=cfg.disc_channels))
+    return {"G": G, "D": D}
+
+
+def make_step_fn(loss: APTLoss) -> StepFn:
+    """Return the Trainer's ``step_fn``: D phase on ``sg(G(lq))`` then G phase with D frozen.
+
+    Returns per-micro-batch stats: APTLoss's (``d/*``, ``g/*``) plus ``D/accuracy``, ``G/fake_std`` and
+    ``G/real_std`` for the :class:`CollapseMonitor`.
+    """
+
+    def step_fn(trainer: Trainer, batch: Mapping[str, torch.Tensor], step: int) -> dict[str, float]:
+        G, D = trainer.models["G"], trainer.models["D"]
+        lq, hq = batch["lq"], batch["hq"]
+        # discriminator phase: fake is a constant here (no graph into G)
+        with torch.no_grad():
+            fake = G(lq)
+        loss_D, stats_D = loss.discriminator_step(D, hq, fake, step)
+        trainer.backward(loss_D, "d/loss")
+        trainer.optimizer_step("D")
+        # generator phase: D frozen, gradients reach G only
+        with trainer.frozen("D"):
+            loss_G, stats_G = loss.generator_step(G, trainer.unwrap("D"), lq, hq)
+            trainer.backward(loss_G, "g/loss")
+        trainer.optimizer_step("G")
+        return {**stats_D, **stats_G,
+                "D/accuracy": (stats_D["d/acc_real"] + stats_D["d/acc_fake"]) / 2,
+                "G/fake_std": float(fake.std()), "G/real_std": float(hq.std())}
+
+    return step_fn
+
+
+def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, monitor: CollapseMonitor | None = None,
+                 **trainer_kwargs: Any) -> Trainer:
+    """Return the :class:`Trainer` for ``cfg`` (models, step_fn, data, EMA of G, collapse monitor).
+
+    Constructing it resumes from the latest checkpoint under ``cfg.train.out_dir`` when there is one.
+    """
+    return Trainer(cfg.train, build_models(cfg), make_step_fn(APTLoss(cfg.loss)), make_data_fn(cfg, loader),
+                   ema_models=["G"], monitor=monitor if monitor is not None else CollapseMonitor(),
+                   **trainer_kwargs)
+
+
+__all__ = ["APTConfig", "DISCRIMINATORS", "build_models", "center_crop", "from_section", "loader_config",
+           "make_data_fn", "make_step_fn", "make_trainer", "micro_batch_generator", "random_crop", "to_section",
+           "to_signed"]
