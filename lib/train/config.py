@@ -40,6 +40,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     tracker: str = "dvclive"  # "dvclive" | "wandb" (always offline) | "none"
+    tracker_dir: str | None = None  # where DVCLive writes metrics/plots; None: <out_dir>/dvclive
     out_dir: str = "data/models/run"
     init_from: str | None = None  # a weights file, or a directory of <model name>.safetensors
     training_mode: str = "full"  # "full" | "lora"

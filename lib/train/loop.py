@@ -334,7 +334,7 @@ class Trainer:
         if cfg.tracker == "none":
             return
         if cfg.tracker == "dvclive":
-            live_dir = self.out_dir / "dvclive"
+            live_dir = Path(cfg.tracker_dir) if cfg.tracker_dir else self.out_dir / "dvclive"
             kwargs = {"dir": str(live_dir), "resume": self.resumed_from is not None,
                       "save_dvc_exp": False, "dvcyaml": False, **self.tracker_kwargs}
             if kwargs["resume"] and self.accelerator.is_main_process:

@@ -201,3 +201,10 @@ def test_bad_arguments_fail_early(tmp_path):
 
     with pytest.raises(RuntimeError, match="ran out at step 2"):
         Trainer(cfg, _gan(), gan_step, short).run()
+
+
+def test_tracker_dir_moves_the_dvclive_output(tmp_path):
+    cfg = _cfg(tmp_path, steps=4, warmup_steps=1, tracker="dvclive", tracker_dir=str(tmp_path / "reports" / "live"))
+    _run(cfg)
+    assert json.loads((tmp_path / "reports" / "live" / "metrics.json").read_text())["step"] == 4
+    assert not (tmp_path / "run" / "dvclive").exists()
