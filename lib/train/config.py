@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("fp32", "fp16", "bf16")
 TRACKERS = ("dvclive", "wandb", "none")
 TRAINING_MODES = ("full", "lora")
 NAN_POLICIES = ("stop", "skip")
@@ -32,7 +32,9 @@ class TrainConfig:
     warmup_steps: int = 20  # linear warm-up, then cosine decay to lr * min_lr_ratio at `steps`
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global grad norm per optimiser; 0 disables clipping (norm still logged)
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"; quote "no" in params.yaml (YAML 1.1 reads it as false)
+    # "fp32" | "fp16" | "bf16". Not accelerate's "no": `dvc exp run -S` rewrites params.yaml without quotes,
+    # and YAML 1.1 then reads a bare no as false.
+    mixed_precision: str = "fp32"
     ema_half_life_images: float = 500.0  # EMA half-life in images (stylegan2-ada)
     ema_rampup: float | None = None  # half-life <= samples_seen * ema_rampup early in training
     checkpoint_every: int = 50

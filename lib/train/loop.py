@@ -108,7 +108,7 @@ class Trainer:
         self.monitor = monitor
         self.tracker_kwargs = dict(tracker_kwargs or {})
         self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision,
+            mixed_precision="no" if cfg.mixed_precision == "fp32" else cfg.mixed_precision,
             gradient_accumulation_steps=cfg.grad_accum,
             log_with=None if cfg.tracker == "none" else cfg.tracker,
             step_scheduler_with_optimizer=False,  # the schedule counts optimiser steps, whatever the world size

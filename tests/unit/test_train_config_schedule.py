@@ -12,7 +12,7 @@ from lib.train.schedule import make_scheduler, warmup_cosine
 def test_config_defaults_and_params_yaml_shapes():
     cfg = from_dict(TrainConfig, {"steps": 10, "warmup_steps": 2, "betas": [0.5, 0.9], "lora_targets": []})
     assert cfg.betas == (0.5, 0.9) and cfg.images_per_step == cfg.batch_size
-    assert TrainConfig().mixed_precision == "no"
+    assert TrainConfig().mixed_precision == "fp32"
 
 
 @pytest.mark.parametrize("bad", [
