@@ -228,17 +228,39 @@ def make_step_fn(loss: APTLoss) -> StepFn:
     return step_fn
 
 
+# Keys that change how a run is watched or stored, not what it computes: a rerun may change them and resume.
+_BOOKKEEPING = ("out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "tracker", "tracker_dir")
+# Modules whose code decides the training trajectory: a change starts a fresh run instead of resuming.
+TRAJECTORY_CODE = ("lib.train.apt", "lib.train.loop", "lib.train.ema", "lib.train.schedule", "lib.models.video_sr",
+                   "lib.models.discriminators", "lib.losses.gan", "lib.video.degrade", "lib.data.video_dataset",
+                   "lib.data.clips")
+
+
+def run_fingerprint(cfg: APTConfig, loader: VideoLoaderConfig) -> str:
+    """Return a digest of everything that decides the run's trajectory: params (bookkeeping keys aside),
+    the data the loader reads, and the code. Checkpoints with another fingerprint are not resumed."""
+    from lib.io import source_digest
+    from lib.shards import digest
+
+    params = {k: v for k, v in to_section(cfg).items() if k not in _BOOKKEEPING}
+    data = {"manifest": loader.manifest, "split": loader.split, "seed": loader.seed}
+    return digest([params, data, source_digest(*TRAJECTORY_CODE)])
+
+
 def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, monitor: CollapseMonitor | None = None,
                  **trainer_kwargs: Any) -> Trainer:
     """Return the :class:`Trainer` for ``cfg`` (models, step_fn, data, EMA of G, collapse monitor).
 
-    Constructing it resumes from the latest checkpoint under ``cfg.train.out_dir`` when there is one.
+    Constructing it resumes from the latest checkpoint under ``cfg.train.out_dir`` when that checkpoint was
+    made with the same :func:`run_fingerprint`; otherwise it starts fresh.
     """
+    trainer_kwargs.setdefault("fingerprint", run_fingerprint(cfg, loader))
     return Trainer(cfg.train, build_models(cfg), make_step_fn(APTLoss(cfg.loss)), make_data_fn(cfg, loader),
                    ema_models=["G"], monitor=monitor if monitor is not None else CollapseMonitor(),
                    **trainer_kwargs)
 
 
 __all__ = ["APTConfig", "DISCRIMINATORS", "build_models", "center_crop", "from_section", "loader_config",
-           "make_data_fn", "make_step_fn", "make_trainer", "micro_batch_generator", "random_crop", "to_section",
+           "make_data_fn", "make_step_fn", "make_trainer", "micro_batch_generator", "random_crop", "run_fingerprint",
+           "to_section",
            "to_signed"]

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from lib.io import atomic_write_json
+from lib.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class TrainState:
     data_position: int = 0
     skipped_steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    fingerprint: str = ""  # what the run was started with (params + code); another one means a new run
 
     def state_dict(self) -> dict[str, Any]:
         """Return the counters as plain numbers (loadable with ``weights_only=True``)."""
@@ -74,6 +75,7 @@ class TrainState:
         self.data_position = int(state["data_position"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.metrics = {str(k): float(v) for k, v in state.get("metrics", {}).items()}
+        self.fingerprint = str(state.get("fingerprint", ""))
 
 
 def checkpoint_dir(out_dir: str | Path, step: int) -> Path:
@@ -95,6 +97,11 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
         if match and entry.is_dir() and (entry / STATE_FILE).is_file():
             found.append((int(match.group(1)), entry))
     return [path for _, path in sorted(found)]
+
+
+def checkpoint_fingerprint(path: str | Path) -> str:
+    """Return the run fingerprint recorded in a checkpoint's ``trainer_state.json`` ("" when none)."""
+    return str(read_json(Path(path) / STATE_FILE).get("fingerprint", ""))
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

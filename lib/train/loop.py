@@ -59,7 +59,8 @@ from tqdm.auto import tqdm
 
 from lib.config import to_dict
 from lib.io import atomic_write_json, atomic_write_text
-from lib.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from lib.train.checkpoint import (TrainState, checkpoint_fingerprint, latest_checkpoint, load_checkpoint,
+                                  save_checkpoint)
 from lib.train.config import TrainConfig
 from lib.train.ema import EMA
 from lib.train.guards import CollapseMonitor, NanGuard, TrainingCollapsed
@@ -96,7 +97,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, models: Mapping[str, nn.Module], step_fn: StepFn, data: DataFn,
                  optimizers: Mapping[str, torch.optim.Optimizer] | None = None, *,
                  ema_models: Sequence[str] = (), lora_models: Sequence[str] | None = None,
-                 monitor: CollapseMonitor | None = None, tracker_kwargs: Mapping[str, Any] | None = None):
+                 monitor: CollapseMonitor | None = None, tracker_kwargs: Mapping[str, Any] | None = None,
+                 fingerprint: str = ""):
         if cfg.tracker == "wandb" and importlib.util.find_spec("wandb") is None:
             raise ValueError("tracker: 'wandb' is not installed in this environment; "
                              "install it or set tracker: dvclive")
@@ -151,8 +153,17 @@ class Trainer:
         extra = [monitor] if monitor is not None else []
         self.accelerator.register_for_checkpointing(self.state, *self.emas.values(), *extra)
 
-        # 5. resume from the latest complete checkpoint, if there is one
+        # 5. resume from the latest complete checkpoint, if there is one and it belongs to this run: a
+        #    checkpoint made with other params or code would silently continue another experiment
+        self.state.fingerprint = fingerprint
         self.resumed_from = latest_checkpoint(self.out_dir)
+        if self.resumed_from is not None and checkpoint_fingerprint(self.resumed_from) != fingerprint:
+            log.warning("checkpoints in %s were made with other params or code: starting a fresh run",
+                        self.resumed_from.parent)
+            if self.accelerator.is_main_process:
+                shutil.rmtree(self.resumed_from.parent)
+            self.accelerator.wait_for_everyone()
+            self.resumed_from = None
         if self.resumed_from is not None:
             load_checkpoint(self.accelerator, self.resumed_from)
             log.info("resumed from %s at step %d", self.resumed_from, self.state.step)

@@ -208,3 +208,13 @@ def test_tracker_dir_moves_the_dvclive_output(tmp_path):
     _run(cfg)
     assert json.loads((tmp_path / "reports" / "live" / "metrics.json").read_text())["step"] == 4
     assert not (tmp_path / "run" / "dvclive").exists()
+
+
+def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
+    cfg = _cfg(tmp_path, steps=4, warmup_steps=1, checkpoint_every=2)
+    t1, _ = _run(cfg, fingerprint="params-A")
+    assert t1.resumed_from is None
+    t2, _ = _run(cfg, fingerprint="params-A")  # same run: resumes from its last checkpoint
+    assert t2.resumed_from is not None and t2.resumed_from.name == "step-000004"
+    t3, _ = _run(cfg, fingerprint="params-B")  # other params or code: a fresh run, old checkpoints removed
+    assert t3.resumed_from is None and t3.state.step == 4
