@@ -23,6 +23,7 @@ def run_stage(main: Callable[[], int | None]) -> None:
     """Run a stage's main: log to stderr; a bad param, a missing or malformed input, or a failed check exits 1
     with its message (no traceback). Anything else is a bug and keeps its traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one INFO line per file of every checkpoint
     try:
         code = main()
     except (ConfigError, DataError, UnsafePathError, FileNotFoundError, StageCheckFailed) as err:
