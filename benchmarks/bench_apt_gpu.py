@@ -95,8 +95,10 @@ def main() -> None:
     for name, dtype, cl, compiled in variants:
         torch.manual_seed(0)
         m = VideoSRGenerator(cfg).cuda()
-        if cl:
-            m = m.to(memory_format=torch.channels_last_3d)
+        if cl:  # only 5-D conv weights have a channels_last_3d layout
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.Conv3d):
+                    mod.to(memory_format=torch.channels_last_3d)
         opt = torch.optim.Adam(m.parameters(), lr=1e-4, betas=(0.0, 0.99))
         run = torch.compile(m) if compiled else m
         torch.cuda.reset_peak_memory_stats()
