@@ -48,7 +48,7 @@ def main() -> None:
     trainer = make_trainer(cfg, loader)
     if trainer.resumed_from is not None:
         log.info("resuming from %s (step %d of %d)", trainer.resumed_from, trainer.step, cfg.train.steps)
-    metrics = trainer.run()
+    metrics = trainer.run(progress=not args.no_progress)
     out = Path(cfg.train.out_dir)
     log.info("done at step %d: %s", cfg.train.steps,
              ", ".join(f"{k}={metrics[k]:.4g}" for k in ("g/loss", "d/loss", "D/accuracy") if k in metrics))

@@ -231,7 +231,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self) -> dict[str, float]:
+    def run(self, *, progress: bool = True) -> dict[str, float]:
         """Train from ``state.step`` to ``cfg.steps``; return the last logged metrics.
 
         Also writes ``<out_dir>/config.json``, checkpoints, and ``<out_dir>/final/``.
@@ -245,7 +245,8 @@ class Trainer:
         images_per_step = cfg.images_per_step * acc.num_processes
         batches = iter(self.data(state.step))
         window: dict[str, list[Any]] = {}  # metric -> [sum, count] since the last log
-        progress = tqdm(total=cfg.steps, initial=state.step, disable=not acc.is_local_main_process, desc="train")
+        bar = tqdm(total=cfg.steps, initial=state.step, disable=not (progress and acc.is_local_main_process),
+                   desc="train")
         try:
             for step in range(state.step, cfg.steps):
                 self.step = step
@@ -260,12 +261,12 @@ class Trainer:
                 for name, ema in self.emas.items():
                     ema.update(self.unwrap(name), images_per_step, state.samples_seen)
                 state.step, state.samples_seen = step + 1, state.samples_seen + images_per_step
-                progress.update(1)
+                bar.update(1)
                 # log
                 if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                     state.metrics = self._log(window)
                     window = {}
-                    progress.set_postfix({k: f"{v:.4g}" for k, v in list(state.metrics.items())[:4]})
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(state.metrics.items())[:4]})
                 # checkpoint
                 if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                     save_checkpoint(acc, self.out_dir, state, cfg.keep_checkpoints)
@@ -275,7 +276,7 @@ class Trainer:
                 tracker.finish()
             raise
         finally:
-            progress.close()
+            bar.close()
         acc.end_training()
         return dict(state.metrics)
 
