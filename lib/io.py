@@ -104,6 +104,18 @@ def remove_stale_temps(directory: str | Path) -> int:
     return len(stale)
 
 
+def remove_unlisted(directory: str | Path, keep: set[str]) -> int:
+    """Delete files under ``directory`` whose path relative to it (posix) is not in ``keep``; return how
+    many. Outputs of items quarantined or removed since the last run must not linger in a tracked folder."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    stale = [p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).as_posix() not in keep]
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (fsynced temp file + rename); return ``path``."""
     path = Path(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,3 +80,29 @@ def read_shards(directory: str | Path, shards: int, *, rerun_hint: str) -> pd.Da
 def natural_key(item_id: str) -> tuple:
     """Sort key putting numeric ids in numeric order ("2" before "10"), path parts compared piecewise."""
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in item_id.split("/"))
+
+
+def split_results(rows: pd.DataFrame, plan: ShardPlan,
+                  int_columns: Iterable[str] = ()) -> tuple[pd.DataFrame, list[dict]]:
+    """Split joined shard rows (with ``id, split, source_path, reason, detail``) into the good rows, sorted
+    by id without ``reason``/``detail``, and every quarantine entry (the plan's and the rows'), sorted by
+    reason then id."""
+    bad = rows[rows["reason"].notna()]
+    good = rows[rows["reason"].isna()].drop(columns=["reason", "detail"])
+    good = good.assign(_k=good["id"].map(natural_key)).sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    for col in int_columns:
+        good[col] = good[col].astype("int64")
+    quarantine = [q.to_dict() for q in plan.quarantine]
+    quarantine += [QuarantineEntry(r.id, r.source_path, r.reason, r.detail or "", r.split).to_dict()
+                   for r in bad.itertuples()]
+    quarantine.sort(key=lambda q: (q["reason"], natural_key(q["id"])))
+    return good, quarantine
+
+
+def result_counts(good: pd.DataFrame, quarantine: list[dict]) -> dict[str, Any]:
+    """Return the summary counts every fan-out stage reports: quarantined, good rows per split, per reason."""
+    return {
+        "quarantined": len(quarantine),
+        "by_split": {s: int(n) for s, n in good["split"].value_counts().sort_index().items()},
+        "quarantine_by_reason": dict(sorted(Counter(q["reason"] for q in quarantine).items())),
+    }

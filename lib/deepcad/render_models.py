@@ -15,9 +15,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
-from lib.io import DataError, UnsafePathError, atomic_path, atomic_write_json, atomic_write_parquet, read_json
+from lib.io import (DataError, UnsafePathError, atomic_path, atomic_write_json, atomic_write_parquet, read_json,
+                    remove_unlisted)
 from lib.quarantine import QuarantineEntry, QuarantineError
-from lib.shards import ShardPlan, natural_key, read_shards, shard_name, shard_of
+from lib.shards import ShardPlan, natural_key, read_shards, result_counts, shard_name, shard_of, split_results
 
 
 MODELS = "models.parquet"
@@ -209,39 +210,15 @@ def merge_shards(root: str | Path, cfg: RenderDeepCADConfig) -> dict:
     root, out = Path(root), Path(cfg.out)
     plan = plan_render(root, cfg.shards)
     rows = read_shards(out / SHARD_DIR, cfg.shards, rerun_hint="snakemake --cores N render_deepcad")
-    bad = rows[rows["reason"].notna()]
-    good = rows[rows["reason"].isna()].drop(columns=["reason", "detail"])
-    good = good.assign(_k=good["id"].map(natural_key)).sort_values("_k").drop(columns="_k").reset_index(drop=True)
-    for col in ("extrudes", "faces"):
-        good[col] = good[col].astype("int64")
-    quarantine = [q.to_dict() for q in plan.quarantine]
-    quarantine += [QuarantineEntry(r.id, r.source_path, r.reason, r.detail or "", r.split).to_dict()
-                   for r in bad.itertuples()]
-    quarantine.sort(key=lambda q: (q["reason"], natural_key(q["id"])))
-    _prune(out / IMAGE_DIR, {name for v in cfg.views for name in good[f"image_{v}"]})
-    _prune(out / MESH_DIR, set(good["mesh"].dropna()) if cfg.save_meshes else set())
+    good, quarantine = split_results(rows, plan, ("extrudes", "faces"))
+    remove_unlisted(out / IMAGE_DIR, {name for v in cfg.views for name in good[f"image_{v}"]})
+    remove_unlisted(out / MESH_DIR, set(good["mesh"].dropna()) if cfg.save_meshes else set())
     atomic_write_parquet(out / MODELS, good)
     atomic_write_json(out / QUARANTINE, quarantine)
-    summary = {
-        "root": str(root),
-        "models": int(len(good)),
-        "images": int(len(good) * len(cfg.views)),
-        "views": list(cfg.views),
-        "quarantined": len(quarantine),
-        "by_split": {s: int(n) for s, n in good["split"].value_counts().sort_index().items()},
-        "quarantine_by_reason": dict(sorted(Counter(q["reason"] for q in quarantine).items())),
-    }
+    summary = {"root": str(root), "models": int(len(good)), "images": int(len(good) * len(cfg.views)),
+               "views": list(cfg.views), **result_counts(good, quarantine)}
     atomic_write_json(out / SUMMARY, summary)
     return summary
-
-
-def _prune(directory: Path, keep: set[str]) -> None:
-    """Delete files under ``directory`` that no row points at (models quarantined or removed since a run)."""
-    if not directory.is_dir():
-        return
-    for path in [p for p in directory.rglob("*") if p.is_file()]:
-        if path.relative_to(directory).as_posix() not in keep:
-            path.unlink()
 
 
 def read_models(out: str | Path) -> pd.DataFrame:

@@ -16,15 +16,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from lib.io import (
-    UnsafePathError,
-    atomic_write_json,
-    atomic_write_parquet,
-    is_within,
-    safe_join,
-)
+from lib.io import UnsafePathError, atomic_write_json, atomic_write_parquet, is_within, remove_unlisted, safe_join
 from lib.quarantine import QuarantineEntry, QuarantineError
-from lib.shards import ShardPlan, natural_key, read_shards, shard_name, shard_of
+from lib.shards import ShardPlan, natural_key, read_shards, result_counts, shard_name, shard_of, split_results
 from lib.ssv2.labels import (
     BadEntry,
     LabelEntry,
@@ -34,7 +28,7 @@ from lib.ssv2.labels import (
 )
 from lib.ssv2.layout import SPLIT_FILES, VIDEO_DIR, VIDEO_SUFFIX
 from lib.video.encode import EncodeSettings, VideoWriter
-from lib.video.probe import ProbeResult, probe_video
+from lib.video.probe import probe_video
 
 
 @dataclass(frozen=True)
@@ -312,39 +306,16 @@ def merge_shards(root: str | Path, cfg: IngestSSv2Config) -> dict:
     root, out = Path(root), Path(cfg.out)
     plan = plan_ingest(root, cfg.shards)
     shards = read_shards(out / SHARD_DIR, cfg.shards, rerun_hint="snakemake --cores N ingest_ssv2")
-    bad = shards[shards["reason"].notna()]
-    good = shards[shards["reason"].isna()].drop(columns=["reason", "detail"])
-    good = good.assign(_k=good["id"].map(natural_key)).sort_values("_k").drop(columns="_k").reset_index(drop=True)
-    for col in ("frames", "width", "height", "probe_frames", "probe_width", "probe_height", "probe_bytes", "class_index"):
-        good[col] = good[col].astype("int64")
-    quarantine = [q.to_dict() for q in plan.quarantine]
-    quarantine += [QuarantineEntry(r.id, r.source_path, r.reason, r.detail or "", r.split).to_dict()
-                   for r in bad.itertuples()]
-    quarantine.sort(key=lambda q: (q["reason"], natural_key(q["id"])))
-    _prune_copies(out, good)
+    good, quarantine = split_results(shards, plan, ("frames", "width", "height", "probe_frames", "probe_width",
+                                                    "probe_height", "probe_bytes", "class_index"))
+    # training copies no manifest row points at (quarantined, removed, or all of them in keep mode)
+    copies = out / COPY_DIR
+    remove_unlisted(copies, {os.path.relpath(out / p, copies).replace(os.sep, "/") for p in good["path"]})
     atomic_write_parquet(out / MANIFEST, good)
     atomic_write_json(out / QUARANTINE, quarantine)
-    summary = {
-        "root": str(root),
-        "videos": int(len(good)),
-        "quarantined": len(quarantine),
-        "by_split": {s: int(n) for s, n in good["split"].value_counts().sort_index().items()},
-        "quarantine_by_reason": dict(sorted(Counter(q["reason"] for q in quarantine).items())),
-        "mode": cfg.mode,
-    }
+    summary = {"root": str(root), "videos": int(len(good)), **result_counts(good, quarantine), "mode": cfg.mode}
     atomic_write_json(out / SUMMARY, summary)
     return summary
-
-
-def _prune_copies(out: Path, good: pd.DataFrame) -> None:
-    """Delete training copies that no manifest row points at (quarantined or removed since a run)."""
-    copies = out / COPY_DIR
-    if not copies.is_dir():
-        return
-    keep = {os.path.normpath(p) for p in good["path"]}
-    for f in copies.iterdir():
-        if os.path.normpath(os.path.relpath(f, out)) not in keep:
-            f.unlink()
 
 
 def read_manifest(out: str | Path) -> pd.DataFrame:
@@ -353,8 +324,3 @@ def read_manifest(out: str | Path) -> pd.DataFrame:
     df = pd.read_parquet(out / MANIFEST)
     df["abs_path"] = [str((out / p).resolve()) for p in df["path"]]
     return df
-
-
-def probe_fields() -> list[str]:
-    """Return the probe field names as they appear (prefixed ``probe_``) in the manifest."""
-    return [f"probe_{f}" for f in ProbeResult.__dataclass_fields__]
