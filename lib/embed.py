@@ -240,6 +240,32 @@ def embed_texts(texts: list[str], cfg: EmbedConfig, *, progress: bool = False) -
     return np.asarray(matrix, dtype=np.float32), stats
 
 
+def lookup_cached(cache_dir: str | Path, texts: list[str]) -> np.ndarray:
+    """Return float32 ``[len(texts), dim]`` vectors of ``texts`` from the cache ``embed_text`` wrote, no model.
+
+    Reads ``<cache_dir>/texts.parquet`` (text -> key) and the namespace whose index holds those keys. A text
+    the stage did not embed raises :class:`DataError` naming it and the fix (trainers call this; they never
+    embed on their own, so a run cannot silently use vectors of another model).
+    """
+    cache_dir = Path(cache_dir)
+    table_path = cache_dir / "texts.parquet"
+    if not table_path.is_file():
+        raise DataError(f"{table_path}: no text-embedding table; run `dvc repro embed_text` first")
+    keys = dict(zip(*(pd.read_parquet(table_path, columns=["text", "key"])[c] for c in ("text", "key"))))
+    missing = sorted({t for t in texts if t not in keys})
+    if missing:
+        raise DataError(f"{table_path}: {len(missing)} text(s) were not embedded, e.g. {missing[0]!r}; "
+                        f"rerun `dvc repro embed_text` on the same manifest")
+    wanted = [keys[t] for t in texts]
+    for folder in sorted(p.parent for p in cache_dir.glob("*/index.parquet")):
+        ns = _Namespace.load(folder)
+        rows = dict(zip(ns.index["key"], ns.index["row"]))
+        if all(k in rows for k in wanted):
+            return np.asarray(ns.matrix[[int(rows[k]) for k in wanted]], dtype=np.float32)
+    raise DataError(f"{cache_dir}: no cache namespace holds the vectors that {table_path} lists; "
+                    f"rerun `dvc repro embed_text`")
+
+
 # ---------------------------------------------------------------------------------------------- texts
 
 def collect_texts(manifest_path: str | Path, prompts: list[str]) -> pd.DataFrame:

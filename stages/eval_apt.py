@@ -22,10 +22,12 @@ from pathlib import Path
 
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
-from lib.eval.apt import EvalAPTConfig, evaluate, load_generator, render_report, strip_png, validation_clips
+from lib.embed import EmbedConfig
+from lib.eval.apt import (EvalAPTConfig, evaluate, load_generator, render_report, strip_png, validation_clips,
+                          validation_ids)
 from lib.io import atomic_write_json, atomic_write_text
 from lib.ssv2.ingest import IngestSSv2Config
-from lib.train.apt import from_section, to_section
+from lib.train.apt import clip_texts, from_section, stack_texts, to_section
 
 log = logging.getLogger("eval_apt")
 
@@ -38,8 +40,13 @@ def main() -> None:
     final = Path(train.train.out_dir) / "final"
     generators = {"G": load_generator(final / "raw" / "G.safetensors", train.model),
                   "G_ema": load_generator(final / "ema" / "G.safetensors", train.model)}
-    hq, lq = validation_clips(train, Path(ingest.out) / "manifest.parquet", cfg.seed)
-    metrics, outputs = evaluate(generators, hq, lq, train.model.scale, cfg.batch_size)
+    manifest = Path(ingest.out) / "manifest.parquet"
+    hq, lq = validation_clips(train, manifest, cfg.seed)
+    text = None
+    if train.text_condition:  # the same cached label vectors the generator was trained with
+        cache_dir = load_section(args.params, "embed_text", EmbedConfig).cache_dir
+        text = stack_texts(clip_texts(train, manifest, cache_dir, ("validation",)), validation_ids(train, manifest))
+    metrics, outputs = evaluate(generators, hq, lq, train.model.scale, cfg.batch_size, text)
     metrics = {**metrics, "frames": int(hq.shape[0] * hq.shape[2]), "crop": train.crop,
                "scale": train.model.scale, "seed": cfg.seed}
 

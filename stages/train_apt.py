@@ -5,6 +5,8 @@
 Trains G (lib.models.video_sr.VideoSRGenerator, LQ -> x`scale` HQ video in one pass) against a video
 discriminator D (patch: 3D PatchGAN, or video: whole-clip) with lib.losses.gan.APTLoss (non-saturating
 adversarial + feature matching + optional L1, lazy R1 on D), in the shared loop lib.train.Trainer.
+With text_condition: true, G also gets each clip's label embedding from the embed_text cache
+(<embed_text.cache_dir>, FiLM; model.text_dim must be its size, 384).
 Data: random `crop`x`crop` windows of train-split SSv2 clips (<ingest_ssv2.out>/manifest.parquet),
 degraded on the fly (lib.video.degrade, seeded by (seed, micro-batch)); loader workers/backend from
 <bench_loader.out>/stable.json when it exists.
@@ -29,8 +31,9 @@ from lib.bench.loader_bench import BenchLoaderConfig
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
 from lib.data.video_dataset import load_stable_config
+from lib.embed import EmbedConfig
 from lib.ssv2.ingest import IngestSSv2Config
-from lib.train.apt import from_section, loader_config, make_trainer, to_section
+from lib.train.apt import clip_texts, from_section, loader_config, make_trainer, to_section
 
 log = logging.getLogger("train_apt")
 
@@ -45,7 +48,12 @@ def main() -> None:
     log.info("train_apt: %s", to_section(cfg))
     log.info("loader: workers %d, backend %s (%s)", loader.num_workers, loader.backend,
              stable_path if stable else "defaults: no stable.json")
-    trainer = make_trainer(cfg, loader)
+    texts = None
+    if cfg.text_condition:
+        cache_dir = load_section(args.params, "embed_text", EmbedConfig).cache_dir
+        texts = clip_texts(cfg, loader.manifest, cache_dir, ("train",))
+        log.info("text conditioning: %d train clips' %s vectors from %s", len(texts), cfg.text_source, cache_dir)
+    trainer = make_trainer(cfg, loader, texts=texts)
     if trainer.resumed_from is not None:
         log.info("resuming from %s (step %d of %d)", trainer.resumed_from, trainer.step, cfg.train.steps)
     metrics = trainer.run(progress=not args.no_progress)

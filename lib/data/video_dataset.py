@@ -223,10 +223,16 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     Yields each batch as ``[(index, epoch), ...]`` so workers need no epoch state; ``stop_step=None``
     runs forever. ``set_epoch(e)`` switches to exactly the steps of epoch ``e`` (for epoch loops).
+    ``stride`` > 1 visits every stride-th global step (``start_step, start_step + stride, ...``): how
+    data-parallel ranks split one global sequence of batches without decoding each other's.
     """
 
-    def __init__(self, batches: BucketBatchSampler, start_step: int = 0, stop_step: int | None = None):
+    def __init__(self, batches: BucketBatchSampler, start_step: int = 0, stop_step: int | None = None,
+                 stride: int = 1):
         self.batches = batches
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.stride = stride
         self.per_epoch = len(batches)
         if self.per_epoch == 0:
             raise ValueError(f"no batches: every size bucket {({k: len(v) for k, v in batches.buckets.items()})} "
@@ -241,20 +247,19 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         self.start_step, self.stop_step = epoch * self.per_epoch, (epoch + 1) * self.per_epoch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch, pos = divmod(self.start_step, self.per_epoch)
-        steps = itertools.count(self.start_step) if self.stop_step is None else range(self.start_step, self.stop_step)
-        plan = self.batches.epoch_batches(epoch)
-        for _ in steps:
-            if pos == self.per_epoch:
-                epoch, pos = epoch + 1, 0
-                plan = self.batches.epoch_batches(epoch)
+        start, stop, stride = self.start_step, self.stop_step, self.stride
+        steps = itertools.count(start, stride) if stop is None else range(start, stop, stride)
+        epoch, plan = -1, []
+        for step in steps:
+            step_epoch, pos = divmod(step, self.per_epoch)
+            if step_epoch != epoch:
+                epoch, plan = step_epoch, self.batches.epoch_batches(step_epoch)
             yield [(i, epoch) for i in plan[pos]]
-            pos += 1
 
     def __len__(self) -> int:
         if self.stop_step is None:
             raise TypeError("an infinite StepBatchSampler has no length")
-        return self.stop_step - self.start_step
+        return len(range(self.start_step, self.stop_step, self.stride))
 
 
 def make_dataset(cfg: VideoLoaderConfig) -> SSv2ClipDataset:
@@ -279,24 +284,37 @@ def make_loader(cfg: VideoLoaderConfig, *, infinite: bool = False, start_step: i
     (or up to ``stop_step``). ``dataset`` reuses an already built dataset (it must match ``cfg``).
     """
     dataset = make_dataset(cfg) if dataset is None else dataset
-    sizes = dataset.sizes() if cfg.bucket_by_size else [(0, 0)] * len(dataset)
-    if not cfg.bucket_by_size and cfg.batch_size > 1 and len(set(dataset.sizes())) > 1:
-        raise ValueError(f"{cfg.manifest}: split {cfg.split!r} has frame sizes {sorted(set(dataset.sizes()))}; "
-                         f"batches of mixed sizes cannot be stacked: set bucket_by_size=True")
-    batches = BucketBatchSampler(sizes, cfg.batch_size, seed=cfg.seed, drop_last=cfg.drop_last)
+    batches = _bucket_batches(cfg, dataset)
     per_epoch = len(batches)
     if not infinite:
         stop_step = (start_step // max(per_epoch, 1) + 1) * per_epoch
     return _loader(cfg, dataset, StepBatchSampler(batches, start_step, stop_step))
 
 
-def iterate_steps(cfg: VideoLoaderConfig, steps: int, start_step: int = 0) -> Iterator[tuple[int, dict]]:
-    """Yield ``(step, batch)`` for global steps ``start_step .. steps-1``, crossing epochs as needed.
+def iterate_steps(cfg: VideoLoaderConfig, steps: int, start_step: int = 0, *, rank: int = 0,
+                  world: int = 1) -> Iterator[tuple[int, dict]]:
+    """Yield ``(step, batch)`` for steps ``start_step .. steps-1``, crossing epochs as needed.
 
     Deterministic given ``cfg``: resuming with ``start_step=k`` yields the same batches (same items,
     same clips) as an uninterrupted run from step ``k`` on, whatever ``num_workers`` is.
+
+    Data parallel: with ``world`` processes, rank ``r``'s step ``s`` is global loader step
+    ``s * world + r``, so the ranks together read the single-process sequence once, each batch on one
+    rank, and the yielded ``step`` is that global index (seed per-batch randomness with it).
     """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, world={world})")
     if steps <= start_step:
         return
-    loader = make_loader(cfg, infinite=True, start_step=start_step, stop_step=steps)
-    yield from zip(range(start_step, steps), loader, strict=True)
+    global_steps = range(start_step * world + rank, steps * world, world)
+    dataset = make_dataset(cfg)
+    sampler = StepBatchSampler(_bucket_batches(cfg, dataset), global_steps.start, global_steps.stop, world)
+    yield from zip(global_steps, _loader(cfg, dataset, sampler), strict=True)
+
+
+def _bucket_batches(cfg: VideoLoaderConfig, dataset: SSv2ClipDataset) -> BucketBatchSampler:
+    sizes = dataset.sizes() if cfg.bucket_by_size else [(0, 0)] * len(dataset)
+    if not cfg.bucket_by_size and cfg.batch_size > 1 and len(set(dataset.sizes())) > 1:
+        raise ValueError(f"{cfg.manifest}: split {cfg.split!r} has frame sizes {sorted(set(dataset.sizes()))}; "
+                         f"batches of mixed sizes cannot be stacked: set bucket_by_size=True")
+    return BucketBatchSampler(sizes, cfg.batch_size, seed=cfg.seed, drop_last=cfg.drop_last)

@@ -108,17 +108,27 @@ def temporal_error(out: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- data and models
 
 
+def _validation_set(cfg: APTConfig, manifest: str | Path) -> tuple[SSv2ClipDataset, int]:
+    ds = SSv2ClipDataset(manifest, "validation", clip=ClipSpec(cfg.clip_frames, cfg.clip_stride, "uniform"),
+                         seed=cfg.train.seed)
+    return ds, min(cfg.val_clips, len(ds))
+
+
 def validation_clips(cfg: APTConfig, manifest: str | Path, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(hq, lq)`` of the first ``cfg.val_clips`` validation clips, float [-1, 1], deterministic.
 
     ``hq`` is ``[N, 3, clip_frames, crop, crop]`` (time-centred clip, centre crop); ``lq`` is
     ``degrade(hq)`` with ``validation_generator(seed)``.
     """
-    ds = SSv2ClipDataset(manifest, "validation", clip=ClipSpec(cfg.clip_frames, cfg.clip_stride, "uniform"),
-                         seed=cfg.train.seed)
-    n = min(cfg.val_clips, len(ds))
+    ds, n = _validation_set(cfg, manifest)
     hq = torch.stack([center_crop(to_signed(ds[(i, 0)]["video"]), cfg.crop) for i in range(n)])
     return hq, degrade(hq, cfg.degrade, validation_generator(seed))
+
+
+def validation_ids(cfg: APTConfig, manifest: str | Path) -> list[str]:
+    """Return the video ids of :func:`validation_clips`' clips, in order (for their text embeddings)."""
+    ds, n = _validation_set(cfg, manifest)
+    return [str(i) for i in ds.ids[:n]]
 
 
 def load_generator(path: str | Path, config: VideoSRConfig) -> VideoSRGenerator:
@@ -132,9 +142,12 @@ def load_generator(path: str | Path, config: VideoSRConfig) -> VideoSRGenerator:
 
 
 @torch.no_grad()
-def upscale(model: nn.Module, lq: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Return ``model(lq)`` in batches, clamped to [-1, 1]."""
-    return torch.cat([model(lq[i:i + batch_size]) for i in range(0, len(lq), batch_size)]).clamp(-1, 1)
+def upscale(model: nn.Module, lq: torch.Tensor, batch_size: int, text: torch.Tensor | None = None) -> torch.Tensor:
+    """Return ``model(lq)`` (``model(lq, text)`` when ``text`` ``[N, text_dim]`` is given) in batches, clamped
+    to [-1, 1]."""
+    parts = [model(lq[i:i + batch_size]) if text is None else model(lq[i:i + batch_size], text[i:i + batch_size])
+             for i in range(0, len(lq), batch_size)]
+    return torch.cat(parts).clamp(-1, 1)
 
 
 def score(out: torch.Tensor, hq: torch.Tensor) -> dict[str, float]:
@@ -145,15 +158,16 @@ def score(out: torch.Tensor, hq: torch.Tensor) -> dict[str, float]:
 
 
 def evaluate(generators: Mapping[str, nn.Module], hq: torch.Tensor, lq: torch.Tensor, scale: int,
-             batch_size: int = 4) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Score bicubic and every generator on ``(hq, lq)``; return ``(metrics, outputs)``.
+             batch_size: int = 4, text: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Score bicubic and every generator on ``(hq, lq)`` (generators get ``text`` when given); return
+    ``(metrics, outputs)``.
 
     ``metrics`` = ``{"clips": N, "bicubic": {...}, "<name>": {..., "psnr_gain_db", "ssim_gain"}}``
     (gains are over bicubic); ``outputs`` = name -> upscaled clips in [-1, 1].
     """
     outputs = {"bicubic": bicubic_upsample(lq, scale)}
     for name, model in generators.items():
-        outputs[name] = upscale(model, lq, batch_size)
+        outputs[name] = upscale(model, lq, batch_size, text)
     metrics: dict[str, Any] = {"clips": int(hq.shape[0])}
     for name, out in outputs.items():
         metrics[name] = score(out, hq)

@@ -141,12 +141,14 @@ class APTLoss:
         }
         return loss, stats
 
-    def discriminator_step(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                           step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_step(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, step: int,
+                           r1_discriminator: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the discriminator loss and float stats for optimiser step ``step``.
 
         ``fake`` is detached here, so the loss never reaches G. Stats include the D accuracies
         (fraction of real logits > 0 and of fake logits < 0) and, on R1 steps, the raw penalty ``d/r1``.
+        ``r1_discriminator`` (default ``D``) is the module R1 differentiates twice: pass the eager module
+        when ``D`` is a ``torch.compile`` wrapper, which does not support double backward.
         """
         w = self.weights
         real_logits, _ = D(real.detach())
@@ -161,7 +163,7 @@ class APTLoss:
             "d/fake_logit": fake_logits.detach().mean().item(),
         }
         if w.r1 > 0 and step % w.r1_every == 0:
-            r1 = r1_penalty(D, real)
+            r1 = r1_penalty(D if r1_discriminator is None else r1_discriminator, real)
             loss = loss + (w.r1_every * w.r1 / 2) * r1
             stats["d/r1"] = r1.item()
         stats["d/loss"] = loss.item()

@@ -18,8 +18,16 @@ Everything here plugs into the one loop (:class:`lib.train.loop.Trainer`); there
 - :func:`make_trainer` wires models (``G``: :class:`VideoSRGenerator`, ``D``: patch or whole-clip
   discriminator), the EMA of G (``ema_models=["G"]``) and a :class:`CollapseMonitor`.
 
-Single process only for now: under DDP every rank would read the same batches (see TODO in
-:func:`make_data_fn`).
+Text conditioning (``text_condition: true``): each clip's label (or template) vector from the
+``embed_text`` cache (:func:`lib.embed.lookup_cached`) is passed to G as ``G(lq, text)`` (FiLM in every
+residual block; ``model.text_dim`` must be the embedding size, 384 for all-MiniLM-L6-v2).
+
+Data parallel (``accelerate launch``): rank ``r`` of ``P`` reads global loader steps ``r, r+P, ...``
+(:func:`lib.data.video_dataset.iterate_steps`), so the ranks share the single-process data once.
+
+GPU speed knobs: ``channels_last`` (Conv3d weights and inputs in ``channels_last_3d``) and ``compile``
+(``torch.compile`` of G and D forwards; R1's double backward runs the eager D, which compile cannot
+differentiate twice). Both are off by default (no gain on the CPU); see reports/benchmarks/apt_gpu.md.
 """
 from __future__ import annotations
 
@@ -27,12 +35,15 @@ import dataclasses
 import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from lib.config import ConfigError, from_dict
+from lib.embed import lookup_cached
 from lib.data.clips import ClipSpec
 from lib.data.video_dataset import VideoLoaderConfig, iterate_steps
 from lib.losses.gan import APTLoss, GANLossWeights
@@ -44,6 +55,7 @@ from lib.train.loop import DataFn, StepFn, Trainer
 from lib.video.degrade import DegradeConfig, degrade
 
 DISCRIMINATORS = ("patch", "video")
+TEXT_SOURCES = ("label", "template")  # manifest column whose text conditions G
 _SEED_STRIDE = 1_000_003  # generator seed = seed * _SEED_STRIDE + micro-batch index
 
 
@@ -53,7 +65,9 @@ class APTConfig:
 
     ``crop`` is the HQ spatial crop (divisible by ``model.scale``); the LQ input is ``crop / scale``
     a side. ``clip_frames`` / ``clip_stride`` pick the frames of a training clip. ``val_clips`` is the
-    number of validation clips ``eval_apt`` scores. ``text_condition`` is reserved (not wired yet).
+    number of validation clips ``eval_apt`` scores. ``text_condition`` feeds G the cached embedding of
+    each clip's ``text_source`` column (label: "Pushing a cup from left to right"; template: with
+    "something"). ``channels_last`` / ``compile`` are GPU speed knobs (same maths).
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -66,7 +80,10 @@ class APTConfig:
     clip_frames: int = 8
     clip_stride: int = 2
     text_condition: bool = False
+    text_source: str = "label"  # "label" | "template"
     val_clips: int = 8
+    channels_last: bool = False  # Conv3d weights and activations in torch.channels_last_3d
+    compile: bool = False  # torch.compile the G and D forwards (not R1's double backward)
 
     def __post_init__(self) -> None:
         if self.disc not in DISCRIMINATORS:
@@ -83,11 +100,14 @@ class APTConfig:
                              f"pick a multiple of it (e.g. {self.model.scale * max(1, self.crop // self.model.scale)})")
         if self.disc == "patch" and self.crop < 8:
             raise ValueError(f"crop: the patch discriminator needs crop >= 8, got {self.crop}")
-        if self.text_condition:
-            # TODO(train_apt): look up lib.embed's cached template embeddings per clip and pass them as
-            # G(lq, text) with model.text_dim = the embedding size.
-            raise ValueError("text_condition: true is not wired yet (the trainer does not feed text embeddings); "
-                             "set text_condition: false")
+        if self.text_source not in TEXT_SOURCES:
+            raise ValueError(f"text_source: {self.text_source!r} is not one of {', '.join(map(repr, TEXT_SOURCES))}")
+        if self.text_condition and self.model.text_dim == 0:
+            raise ValueError("text_condition: true needs model.text_dim = the text-embedding size "
+                             "(384 for embed_text's all-MiniLM-L6-v2); set model.text_dim")
+        if not self.text_condition and self.model.text_dim > 0:
+            raise ValueError(f"model.text_dim: {self.model.text_dim} but text_condition is false; "
+                             f"set text_condition: true or model.text_dim: 0")
 
     @property
     def lq_size(self) -> int:
@@ -170,20 +190,54 @@ def micro_batch_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * _SEED_STRIDE + index)
 
 
-def make_data_fn(cfg: APTConfig, loader: VideoLoaderConfig) -> DataFn:
-    """Return ``data(start_step)`` for the Trainer: ``{"hq", "lq"}`` micro-batches from optimiser step
-    ``start_step`` on, a pure function of the micro-batch index (exact resume).
+def clip_texts(cfg: APTConfig, manifest: str | Path, cache_dir: str | Path,
+               splits: tuple[str, ...] = ("train", "validation")) -> dict[str, torch.Tensor]:
+    """Return video id -> ``[text_dim]`` float32 embedding of its ``cfg.text_source`` text, for ``splits``.
+
+    Vectors come from the ``embed_text`` cache only; a size other than ``model.text_dim`` raises ConfigError.
+    """
+    frame = pd.read_parquet(manifest, columns=["id", "split", cfg.text_source])
+    frame = frame[frame["split"].isin(splits)]
+    texts = [str(t) for t in frame[cfg.text_source]]
+    vectors = lookup_cached(cache_dir, texts)
+    if vectors.shape[1] != cfg.model.text_dim:
+        raise ConfigError(f"train_apt.model.text_dim: {cfg.model.text_dim}, but the cached embeddings in "
+                          f"{cache_dir} have {vectors.shape[1]} dimensions; set model.text_dim: {vectors.shape[1]}")
+    return {str(i): torch.from_numpy(v.copy()) for i, v in zip(frame["id"], vectors)}
+
+
+def stack_texts(texts: Mapping[str, torch.Tensor], ids: list[str]) -> torch.Tensor:
+    """Return ``[len(ids), text_dim]`` embeddings of ``ids``; an id without one raises KeyError naming it."""
+    missing = [i for i in ids if i not in texts]
+    if missing:
+        raise KeyError(f"no text embedding for video id {missing[0]!r}; rerun `dvc repro embed_text`")
+    return torch.stack([texts[i] for i in ids])
+
+
+def make_data_fn(cfg: APTConfig, loader: VideoLoaderConfig,
+                 texts: Mapping[str, torch.Tensor] | None = None) -> DataFn:
+    """Return ``data(start_step)`` for the Trainer: ``{"hq", "lq"}`` micro-batches (plus ``"text"``
+    ``[B, text_dim]`` when ``texts`` maps video ids to embeddings) from optimiser step ``start_step`` on,
+    a pure function of the micro-batch index (exact resume).
 
     ``hq`` is ``[B, 3, T, crop, crop]`` and ``lq`` ``[B, 3, T, crop/scale, crop/scale]``, float in [-1, 1].
+    Under data parallelism each rank reads its share of the global sequence (see :func:`iterate_steps`),
+    and crops/degradations are seeded by the global micro-batch index, so ranks see different clips.
     """
-    # TODO(ddp): shard micro-batches by accelerate.PartialState().process_index; today every rank reads the same.
+    from accelerate import PartialState
+
+    state = PartialState()
     accum, total = cfg.train.grad_accum, cfg.train.steps * cfg.train.grad_accum
 
     def data(start_step: int) -> Iterator[dict[str, torch.Tensor]]:
-        for index, batch in iterate_steps(loader, total, start_step * accum):
+        for index, batch in iterate_steps(loader, total, start_step * accum, rank=state.process_index,
+                                          world=state.num_processes):
             generator = micro_batch_generator(cfg.train.seed, index)
             hq = random_crop(to_signed(batch["video"]), cfg.crop, generator)
-            yield {"hq": hq, "lq": degrade(hq, cfg.degrade, generator)}
+            out = {"hq": hq, "lq": degrade(hq, cfg.degrade, generator)}
+            if texts is not None:
+                out["text"] = stack_texts(texts, list(batch["id"]))
+            yield out
 
     return data
 
@@ -197,28 +251,53 @@ def build_models(cfg: APTConfig) -> dict[str, nn.Module]:
     G = VideoSRGenerator(cfg.model)
     D = (PatchDiscriminator3D(channels=cfg.disc_channels) if cfg.disc == "patch"
          else VideoDiscriminator(channels=cfg.disc_channels))
+    if cfg.channels_last:
+        for model in (G, D):
+            to_channels_last_3d(model)
     return {"G": G, "D": D}
 
 
-def make_step_fn(loss: APTLoss) -> StepFn:
+def to_channels_last_3d(model: nn.Module) -> nn.Module:
+    """Put every Conv3d weight of ``model`` in ``torch.channels_last_3d`` (other tensors have no 5-D layout)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            module.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def make_step_fn(loss: APTLoss, *, compile: bool = False, channels_last: bool = False) -> StepFn:
     """Return the Trainer's ``step_fn``: D phase on ``sg(G(lq))`` then G phase with D frozen.
 
     Returns per-micro-batch stats: APTLoss's (``d/*``, ``g/*``) plus ``D/accuracy``, ``G/fake_std`` and
-    ``G/real_std`` for the :class:`CollapseMonitor`.
+    ``G/real_std`` for the :class:`CollapseMonitor`. ``compile``: forwards go through ``torch.compile``
+    wrappers of the (prepared) models, built on the first step; they share the parameters, so
+    checkpoints, EMA and exports see the plain modules. R1 always uses the eager D.
     """
+    compiled: dict[str, nn.Module] = {}
+
+    def forward(trainer: Trainer, name: str, unwrap: bool = False) -> nn.Module:
+        model = trainer.unwrap(name) if unwrap else trainer.models[name]
+        if not compile:
+            return model
+        key = f"{name}/{'unwrapped' if unwrap else 'prepared'}"
+        if key not in compiled:
+            compiled[key] = torch.compile(model)
+        return compiled[key]
 
     def step_fn(trainer: Trainer, batch: Mapping[str, torch.Tensor], step: int) -> dict[str, float]:
-        G, D = trainer.models["G"], trainer.models["D"]
-        lq, hq = batch["lq"], batch["hq"]
+        G, D = forward(trainer, "G"), forward(trainer, "D")
+        lq, hq, text = batch["lq"], batch["hq"], batch.get("text")
+        if channels_last:
+            lq, hq = (t.contiguous(memory_format=torch.channels_last_3d) for t in (lq, hq))
         # discriminator phase: fake is a constant here (no graph into G)
         with torch.no_grad():
-            fake = G(lq)
-        loss_D, stats_D = loss.discriminator_step(D, hq, fake, step)
+            fake = G(lq) if text is None else G(lq, text)
+        loss_D, stats_D = loss.discriminator_step(D, hq, fake, step, r1_discriminator=trainer.models["D"])
         trainer.backward(loss_D, "d/loss")
         trainer.optimizer_step("D")
         # generator phase: D frozen, gradients reach G only
         with trainer.frozen("D"):
-            loss_G, stats_G = loss.generator_step(G, trainer.unwrap("D"), lq, hq)
+            loss_G, stats_G = loss.generator_step(G, forward(trainer, "D", unwrap=True), lq, hq, text)
             trainer.backward(loss_G, "g/loss")
         trainer.optimizer_step("G")
         return {**stats_D, **stats_G,
@@ -236,31 +315,46 @@ TRAJECTORY_CODE = ("lib.train.apt", "lib.train.loop", "lib.train.ema", "lib.trai
                    "lib.data.clips")
 
 
-def run_fingerprint(cfg: APTConfig, loader: VideoLoaderConfig) -> str:
+def run_fingerprint(cfg: APTConfig, loader: VideoLoaderConfig,
+                    texts: Mapping[str, torch.Tensor] | None = None) -> str:
     """Return a digest of everything that decides the run's trajectory: params (bookkeeping keys aside),
-    the data the loader reads, and the code. Checkpoints with another fingerprint are not resumed."""
+    the data the loader reads, the text vectors, and the code. Checkpoints with another fingerprint are
+    not resumed."""
+    import hashlib
+
     from lib.io import source_digest
     from lib.shards import digest
 
     params = {k: v for k, v in to_section(cfg).items() if k not in _BOOKKEEPING}
     data = {"manifest": loader.manifest, "split": loader.split, "seed": loader.seed}
+    if texts is not None:
+        h = hashlib.sha256()
+        for key in sorted(texts):
+            h.update(key.encode() + b"\0" + texts[key].numpy().tobytes())
+        data["texts"] = h.hexdigest()
     return digest([params, data, source_digest(*TRAJECTORY_CODE)])
 
 
-def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, monitor: CollapseMonitor | None = None,
-                 **trainer_kwargs: Any) -> Trainer:
+def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, texts: Mapping[str, torch.Tensor] | None = None,
+                 monitor: CollapseMonitor | None = None, **trainer_kwargs: Any) -> Trainer:
     """Return the :class:`Trainer` for ``cfg`` (models, step_fn, data, EMA of G, collapse monitor).
 
+    ``texts`` (video id -> embedding, :func:`clip_texts`) is required with ``text_condition: true``.
     Constructing it resumes from the latest checkpoint under ``cfg.train.out_dir`` when that checkpoint was
     made with the same :func:`run_fingerprint`; otherwise it starts fresh.
     """
-    trainer_kwargs.setdefault("fingerprint", run_fingerprint(cfg, loader))
-    return Trainer(cfg.train, build_models(cfg), make_step_fn(APTLoss(cfg.loss)), make_data_fn(cfg, loader),
+    if cfg.text_condition and texts is None:
+        raise ValueError("text_condition: true needs texts (video id -> embedding); see lib.train.apt.clip_texts")
+    texts = texts if cfg.text_condition else None
+    trainer_kwargs.setdefault("fingerprint", run_fingerprint(cfg, loader, texts))
+    step_fn = make_step_fn(APTLoss(cfg.loss), compile=cfg.compile, channels_last=cfg.channels_last)
+    if cfg.train.training_mode == "lora":  # adapters on G only: D is trained from scratch, fully, each run
+        trainer_kwargs.setdefault("lora_models", ["G"])
+    return Trainer(cfg.train, build_models(cfg), step_fn, make_data_fn(cfg, loader, texts),
                    ema_models=["G"], monitor=monitor if monitor is not None else CollapseMonitor(),
                    **trainer_kwargs)
 
 
-__all__ = ["APTConfig", "DISCRIMINATORS", "build_models", "center_crop", "from_section", "loader_config",
-           "make_data_fn", "make_step_fn", "make_trainer", "micro_batch_generator", "random_crop", "run_fingerprint",
-           "to_section",
-           "to_signed"]
+__all__ = ["APTConfig", "DISCRIMINATORS", "TEXT_SOURCES", "build_models", "center_crop", "clip_texts", "from_section",
+           "loader_config", "make_data_fn", "make_step_fn", "make_trainer", "micro_batch_generator", "random_crop",
+           "run_fingerprint", "stack_texts", "to_channels_last_3d", "to_section", "to_signed"]

@@ -2,6 +2,8 @@
 a rerun resumes instead of retraining, and eval compares G and EMA-G with the bicubic baseline."""
 import json
 
+import torch
+
 import pandas as pd
 import yaml
 
@@ -61,3 +63,85 @@ def test_unknown_train_apt_key_names_it(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_apt": {"stepz": 3}}))
     proc = run_stage_module("train_apt", [], tmp_path)
     assert proc.returncode == 1 and "stepz" in proc.stderr and "did you mean" in proc.stderr
+
+
+def fake_embed_cache(cache_dir, texts, dim, seed=0):
+    """Write an embed_text cache (namespace + texts.parquet) holding random unit vectors for ``texts``."""
+    import numpy as np
+
+    from lib.embed import _Namespace, namespace_dir, text_key
+
+    identity = "f" * 64
+    vectors = np.random.default_rng(seed).normal(size=(len(texts), dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    keys = [text_key(identity, t) for t in texts]
+    ns = _Namespace.load(namespace_dir(cache_dir, identity))
+    ns.append(keys, texts, vectors)
+    pd.DataFrame({"text": texts, "kind": "label", "key": keys}).to_parquet(cache_dir / "texts.parquet")
+    return dict(zip(texts, vectors))
+
+
+def base_params(**train_apt):
+    section = {"steps": 4, "batch_size": 2, "grad_accum": 1, "warmup_steps": 1, "checkpoint_every": 2,
+               "log_every": 1, "tracker": "none", "out_dir": "models/apt",
+               "model": {"scale": 4, "channels": 8, "blocks": 1}, "disc_channels": 8, "degrade": {"scale": 4},
+               "crop": 32, "clip_frames": 4, "clip_stride": 1, "val_clips": 2}
+    section.update(train_apt)
+    return {"ingest_ssv2": {"out": "interim", "expected_height": H}, "bench_loader": {"out": "loader"},
+            "embed_text": {"cache_dir": "cache"}, "train_apt": section,
+            "eval_apt": {"report_dir": "reports/eval_apt", "strip_clips": 2, "batch_size": 2}}
+
+
+def test_text_conditioned_generator_trains_on_cached_label_vectors(tmp_path):
+    from safetensors.torch import load_file
+
+    tiny_manifest(tmp_path / "interim")
+    manifest = pd.read_parquet(tmp_path / "interim/manifest.parquet")
+    manifest["label"] = [f"Pushing thing {k} from left to right" for k in range(len(manifest))]
+    manifest.to_parquet(tmp_path / "interim/manifest.parquet")
+    (tmp_path / "cache").mkdir()
+    fake_embed_cache(tmp_path / "cache", list(manifest["label"]), dim=8)
+    params = base_params(text_condition=True, model={"scale": 4, "channels": 8, "blocks": 1, "text_dim": 8})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+    train = run_stage_module("train_apt", ["--no-progress"], tmp_path)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "text conditioning: 6 train clips' label vectors" in train.stderr
+    G = load_file(str(tmp_path / "models/apt/final/raw/G.safetensors"))
+    assert G["blocks.0.film.weight"].shape == (16, 8)  # FiLM: 2 * channels from the 8-d text
+    ev = run_stage_module("eval_apt", [], tmp_path)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert json.loads((tmp_path / "reports/eval_apt/metrics.json").read_text())["clips"] == 2
+
+    # a size mismatch between the cache and model.text_dim names the key and the size to set
+    params["train_apt"]["model"]["text_dim"] = 6
+    params["train_apt"]["out_dir"] = "models/other"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = run_stage_module("train_apt", ["--no-progress"], tmp_path)
+    assert bad.returncode == 1
+    assert "train_apt.model.text_dim: 6" in bad.stderr and "set model.text_dim: 8" in bad.stderr
+
+
+def test_full_then_lora_then_full_fine_tuning_through_the_stage(tmp_path):
+    """APT's recipe: start G from a checkpoint (init_from), adapt it with LoRA, then fine-tune fully from the
+    merged LoRA weights. Only LoRA-targeted layers change in the LoRA run; the merged export loads as plain G."""
+    from safetensors.torch import load_file
+
+    tiny_manifest(tmp_path / "interim")
+
+    def train(out_dir, **section):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(base_params(out_dir=out_dir, **section)))
+        proc = run_stage_module("train_apt", ["--no-progress"], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc, load_file(str(tmp_path / out_dir / "final/raw/G.safetensors"))
+
+    _, full = train("models/full")
+    proc, lora = train("models/lora", init_from="models/full/final/raw", training_mode="lora",
+                       lora_targets=["blocks.*.conv*"], lora_rank=4, lora_alpha=4, lr=0.01)
+    assert "init_from: G <- models/full/final/raw/G.safetensors" in proc.stderr
+    assert set(lora) == set(full)  # merged: plain keys, no lora_A/lora_B
+    changed = {k for k in full if not torch.equal(full[k], lora[k])}
+    assert changed and all(k.startswith("blocks.0.conv") and k.endswith("weight") for k in changed), changed
+    proc, again = train("models/full2", init_from="models/lora/final/raw", steps=2, warmup_steps=0)
+    assert "init_from: G <- models/lora/final/raw/G.safetensors" in proc.stderr
+    assert any(not torch.equal(lora[k], again[k]) for k in ("head.weight", "tail.weight"))  # all layers train again

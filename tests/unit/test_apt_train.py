@@ -116,3 +116,25 @@ def test_train_finite_checkpoints_and_exact_resume(tmp_path, manifest):
     for key in a:
         for name in a[key]:
             assert torch.allclose(a[key][name], b[key][name], atol=1e-6), f"{key}:{name}"
+
+
+def test_text_vectors_follow_each_clip_and_config_checks(manifest):
+    from lib.train.apt import stack_texts
+
+    cfg = from_section(tiny_section("x", text_condition=True, model={"scale": 4, "channels": 8, "blocks": 1,
+                                                                      "text_dim": 3}))
+    texts = {str(k): torch.full((3,), float(k)) for k in range(6)}
+    batches = list(make_data_fn(cfg, loader_config(cfg, manifest), texts)(0))
+    seen = set()
+    for b in batches:  # the text rows are the vectors of the batch's own clips (their id is the fill value)
+        assert b["text"].shape == (2, 3)
+        seen |= {int(v) for v in b["text"][:, 0]}
+    assert seen <= set(range(6)) and len(seen) > 2
+    with pytest.raises(KeyError, match="'9'"):
+        stack_texts(texts, ["9"])
+    with pytest.raises(ValueError, match="needs texts"):
+        make_trainer(cfg, loader_config(cfg, manifest))
+    with pytest.raises(ConfigError, match="model.text_dim"):
+        from_section(tiny_section("x", text_condition=True))
+    with pytest.raises(ConfigError, match="text_condition: true or model.text_dim: 0"):
+        from_section(tiny_section("x", model={"scale": 4, "channels": 8, "blocks": 1, "text_dim": 3}))

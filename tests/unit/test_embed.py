@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from lib.config import ConfigError
+from lib.io import DataError
 from lib.embed import (EmbedConfig, embed_texts, mirror_check, mirror_pairs, model_identity, namespace_dir,
                        nearest_neighbours, resolve_model_path)
 
@@ -119,3 +120,19 @@ def test_mirror_pairs_and_check():
     fake = [("a left", [("a right", 0.9)]), ("a right", [("b", 0.8), ("a left", 0.7)]), ("b", [])]
     check = mirror_check(fake)
     assert (check["pairs"], check["mutual_top1"], check["mutual_top_k"]) == (1, 0, 1)
+
+
+def test_lookup_cached_returns_the_stage_vectors_without_a_model(cfg, tmp_path, monkeypatch):
+    from lib.embed import lookup_cached, text_key
+
+    matrix, stats = embed_texts(TEMPLATES[:3], cfg)
+    table = pd.DataFrame({"text": TEMPLATES[:3], "kind": "template",
+                          "key": [text_key(stats["identity"], t) for t in TEMPLATES[:3]]})
+    table.to_parquet(f"{cfg.cache_dir}/texts.parquet")
+    monkeypatch.setattr("lib.embed.load_model", lambda *a, **k: pytest.fail("lookup must not load a model"))
+    got = lookup_cached(cfg.cache_dir, [TEMPLATES[2], TEMPLATES[0], TEMPLATES[2]])
+    np.testing.assert_array_equal(got, matrix[[2, 0, 2]])
+    with pytest.raises(DataError, match=r"not embedded.*Moving something up \(new\).*dvc repro embed_text"):
+        lookup_cached(cfg.cache_dir, ["Moving something up (new)"])
+    with pytest.raises(DataError, match="texts.parquet.*dvc repro embed_text"):
+        lookup_cached(tmp_path / "empty", TEMPLATES[:1])

@@ -132,6 +132,21 @@ def test_iterate_steps_deterministic_and_resumable(manifest):
     assert ids_of(rest) == ids_of(b for _, b in full[7:10])
 
 
+def test_ranks_split_the_single_process_sequence(manifest):
+    cfg = cfg_for(manifest)
+    full = list(iterate_steps(cfg, 12))
+    ranks = [list(iterate_steps(cfg, 6, rank=r, world=2)) for r in range(2)]
+    # rank r's step s is global step 2s + r: together the ranks read every batch once, across epochs
+    for r, got in enumerate(ranks):
+        assert [s for s, _ in got] == [2 * s + r for s in range(6)]
+        assert ids_of(b for _, b in got) == ids_of(b for _, b in full[r::2])
+    # resuming rank 1 at step 4 yields the tail of its own sequence
+    tail = list(iterate_steps(cfg, 6, start_step=4, rank=1, world=2))
+    assert [s for s, _ in tail] == [9, 11] and ids_of(b for _, b in tail) == ids_of(b for _, b in ranks[1][4:])
+    with pytest.raises(ValueError, match="rank 2"):
+        list(iterate_steps(cfg, 6, rank=2, world=2))
+
+
 def test_workers_give_the_same_batches(manifest):
     cfg = cfg_for(manifest)
     serial = [b for _, b in iterate_steps(cfg, 8, start_step=2)]
