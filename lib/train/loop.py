@@ -10,6 +10,8 @@ Every trainer of the repo (GAN post-training, VAEs, curricula, the CAD VLM) is a
                                                       # zero, LR schedule (only on the last micro-batch)
     update the EMA of cfg's ema_models                # half-life in images
     every log_every steps: log mean metrics, LRs, grad norms; run the collapse monitor
+    every val_every steps (with validate_fn): validation metrics, logged as val/*
+    curriculum / early stopping observe what was logged; a phase change rebuilds data and restarts warm-up
     every checkpoint_every steps (and at the end): atomic checkpoint, keep the last K
     at the end: <out_dir>/final/{raw,ema}/<model>.safetensors, metrics.json, config.json
 
@@ -22,6 +24,28 @@ Resumption: at construction the latest complete checkpoint under ``out_dir`` (if
 (weights, optimisers, schedules, RNG, EMA, counters) and ``data(start_step)`` is called with the
 step to resume at, so the data order resumes too. A resumed run equals an uninterrupted one when
 ``data`` is a function of the step (e.g. a generator seeded by the step index).
+
+Run length: ``cfg.steps`` optimiser steps, unless the run ends earlier because
+
+- ``curriculum=`` (:class:`~lib.train.curriculum.CurriculumScheduler`) finished its last phase. A
+  curriculum run therefore lasts at most ``min(cfg.steps, curriculum.max_steps)`` steps (sum of the
+  phases' steps); set ``cfg.steps`` >= that to run every phase (a smaller one truncates the curriculum,
+  with a warning). With a curriculum, ``data`` is called as ``data(start_step, phase)`` and called again
+  at every phase change; the phase's ``batch_size`` replaces ``cfg.batch_size`` (images counted for EMA
+  and ``train/samples_seen``), and the LR is ``phase.lr / cfg.lr`` x each phase's own warm-up + cosine
+  over its ``steps`` (``cfg.warmup_steps`` is not used). Logged with the train metrics, like ``lr/*``
+  for the next step (so a log at a phase change shows the new phase and its first warm-up LR):
+  ``curriculum/{phase,resolution,frames,batch_size}``; ``final/curriculum.json`` lists the phases run.
+- ``early_stopping=`` (:class:`~lib.train.curriculum.EarlyStopping`) saw its metric plateau. With a
+  curriculum it is reset at each phase change (the loss scale changes with the resolution).
+
+``final/metrics.json`` says why the run ended: ``stop_reason`` (``"steps"``, ``"curriculum"`` or
+``"early_stopping"``) and ``stopped_early`` (true for early stopping). Both objects are checkpointed, so
+a resumed run continues mid-phase, and rerunning a stopped run is a no-op as for a finished one.
+
+Validation (``validate_fn(trainer, step) -> {name: scalar}``, every ``val_every`` steps): models in
+eval mode, ``torch.no_grad``, torch RNG forked (validation does not change the training trajectory);
+values are averaged over processes and logged as ``val/<name>``.
 
 Tracking (``cfg.tracker``):
 
@@ -62,15 +86,19 @@ from lib.io import atomic_write_json, atomic_write_text
 from lib.train.checkpoint import (TrainState, checkpoint_fingerprint, latest_checkpoint, load_checkpoint,
                                   save_checkpoint)
 from lib.train.config import TrainConfig
+from lib.train.curriculum import CurriculumScheduler, EarlyStopping, PhaseConfig
 from lib.train.ema import EMA
 from lib.train.guards import CollapseMonitor, NanGuard, TrainingCollapsed
 from lib.train.lora import InitFromError, apply_lora, has_lora, init_from, merge_lora
-from lib.train.schedule import make_scheduler
+from lib.train.schedule import make_scheduler, refresh_lr
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[["Trainer", Any, int], Mapping[str, Any]]
 DataFn = Callable[[int], Iterator[Any]]
+PhaseDataFn = Callable[[int, PhaseConfig], Iterator[Any]]  # data(start_step, phase), with a curriculum
+ValidateFn = Callable[["Trainer", int], Mapping[str, Any]]
+STOP_REASONS = ("steps", "curriculum", "early_stopping")
 
 
 class Trainer:
@@ -85,6 +113,8 @@ class Trainer:
         data: ``data(start_step)`` returns an iterator of micro-batches (``cfg.batch_size`` each, for
             this process) starting at optimiser step ``start_step``, i.e. after
             ``start_step * cfg.grad_accum`` micro-batches. It must not run out before ``cfg.steps``.
+            With a curriculum: ``data(start_step, phase)``, micro-batches of ``phase.batch_size`` at
+            ``phase.resolution`` / ``phase.frames``; called again at each phase change.
         optimizers: name -> optimiser over that model's parameters. Default: AdamW
             (``cfg.lr``, ``cfg.betas``, ``cfg.weight_decay``) for every model with trainable
             parameters. Must be None with ``training_mode: lora`` (the adapters exist only later).
@@ -92,20 +122,32 @@ class Trainer:
         lora_models: with ``training_mode: lora``, the models to adapt (default: all).
         monitor: a :class:`CollapseMonitor` fed the logged metrics; its stop rule ends the run.
         tracker_kwargs: extra keyword arguments for the tracker (``dvclive.Live`` / ``wandb.init``).
+        fingerprint: what the run was started with; checkpoints with another one are not resumed.
+        curriculum: phases (see the module docstring); ``data`` is then ``data(start_step, phase)``.
+        early_stopping: ends the run when its ``monitor`` metric plateaus.
+        validate_fn: ``validate_fn(trainer, step) -> {name: scalar}``, logged as ``val/<name>`` (same keys
+            on every process: they are averaged).
+        val_every: optimiser steps between validations (default ``cfg.log_every``).
     """
 
-    def __init__(self, cfg: TrainConfig, models: Mapping[str, nn.Module], step_fn: StepFn, data: DataFn,
+    def __init__(self, cfg: TrainConfig, models: Mapping[str, nn.Module], step_fn: StepFn, data: DataFn | PhaseDataFn,
                  optimizers: Mapping[str, torch.optim.Optimizer] | None = None, *,
                  ema_models: Sequence[str] = (), lora_models: Sequence[str] | None = None,
                  monitor: CollapseMonitor | None = None, tracker_kwargs: Mapping[str, Any] | None = None,
-                 fingerprint: str = ""):
+                 fingerprint: str = "", curriculum: CurriculumScheduler | None = None,
+                 early_stopping: EarlyStopping | None = None, validate_fn: ValidateFn | None = None,
+                 val_every: int | None = None):
         if cfg.tracker == "wandb" and importlib.util.find_spec("wandb") is None:
             raise ValueError("tracker: 'wandb' is not installed in this environment; "
                              "install it or set tracker: dvclive")
         _check_names("ema_models", ema_models, models)
         _check_names("lora_models", lora_models or (), models)
         _check_names("optimizers", optimizers or {}, models)
+        self.val_every = _check_validation(cfg, curriculum, early_stopping, validate_fn, val_every)
         self.cfg, self.step_fn, self.data = cfg, step_fn, data
+        self.curriculum, self.early_stopping, self.validate_fn = curriculum, early_stopping, validate_fn
+        self.stop_reason: str | None = None  # why run() ended: one of STOP_REASONS
+        self._batches: Iterator[Any] = iter(())  # run() opens the data; a phase change reopens it
         self.out_dir = Path(cfg.out_dir)
         self.monitor = monitor
         self.tracker_kwargs = dict(tracker_kwargs or {})
@@ -138,8 +180,7 @@ class Trainer:
         if optimizers is None:
             optimizers = {name: self._default_optimizer(m) for name, m in models.items()
                           if any(p.requires_grad for p in m.parameters())}
-        schedulers = {name: make_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
-                                           min_lr_ratio=cfg.min_lr_ratio) for name, opt in optimizers.items()}
+        schedulers = {name: self._make_scheduler(opt) for name, opt in optimizers.items()}
 
         # 3. accelerate: device placement, DDP/FSDP wrapping, autocast, grad scaler (one prepare call)
         prepared = self.accelerator.prepare(*models.values(), *optimizers.values(), *schedulers.values())
@@ -150,7 +191,8 @@ class Trainer:
 
         # 4. EMA, counters and monitor are saved with every checkpoint, beside models and optimisers
         self.emas = {name: EMA(self.unwrap(name), cfg.ema_half_life_images, cfg.ema_rampup) for name in ema_models}
-        extra = [monitor] if monitor is not None else []
+        #    (appended in this order, so checkpoints of runs without them keep their file indices)
+        extra = [obj for obj in (monitor, curriculum, early_stopping) if obj is not None]
         self.accelerator.register_for_checkpointing(self.state, *self.emas.values(), *extra)
 
         # 5. resume from the latest complete checkpoint, if there is one and it belongs to this run: a
@@ -232,7 +274,8 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
 
     def run(self, *, progress: bool = True) -> dict[str, float]:
-        """Train from ``state.step`` to ``cfg.steps``; return the last logged metrics.
+        """Train from ``state.step`` until the run ends (``cfg.steps``, or earlier: see the module
+        docstring); return the last logged metrics. ``self.stop_reason`` then says why it ended.
 
         Also writes ``<out_dir>/config.json``, checkpoints, and ``<out_dir>/final/``.
         """
@@ -242,34 +285,48 @@ class Trainer:
         if acc.is_main_process:
             atomic_write_json(self.out_dir / "config.json", to_dict(cfg))
         self._start_tracker()
-        images_per_step = cfg.images_per_step * acc.num_processes
-        batches = iter(self.data(state.step))
+        self._batches = self._open_data()
         window: dict[str, list[Any]] = {}  # metric -> [sum, count] since the last log
-        bar = tqdm(total=cfg.steps, initial=state.step, disable=not (progress and acc.is_local_main_process),
-                   desc="train")
+        total = cfg.steps if self.curriculum is None else min(cfg.steps, self.curriculum.max_steps)
+        bar = tqdm(total=total, initial=min(state.step, total),
+                   disable=not (progress and acc.is_local_main_process), desc="train")
+        self.stop_reason = self._stop_reason()
         try:
-            for step in range(state.step, cfg.steps):
-                self.step = step
+            while self.stop_reason is None:
+                step = self.step = state.step
                 # forward, backward and optimiser steps, one micro-batch at a time
                 for _ in range(cfg.grad_accum):
-                    batch = send_to_device(self._next_batch(batches, step), acc.device)
+                    batch = send_to_device(self._next_batch(self._batches, step), acc.device)
                     with acc.accumulate(*self.models.values()):
                         metrics = self.step_fn(self, batch, step)
                     _accumulate(window, metrics)
                     state.data_position += 1
                 # EMA (stylegan2-ada: half-life in images, ramp-up on the images seen so far)
+                images_per_step = self._images_per_step()
                 for name, ema in self.emas.items():
                     ema.update(self.unwrap(name), images_per_step, state.samples_seen)
                 state.step, state.samples_seen = step + 1, state.samples_seen + images_per_step
                 bar.update(1)
-                # log
-                if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-                    state.metrics = self._log(window)
-                    window = {}
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(state.metrics.items())[:4]})
+                # log (train every log_every, validation every val_every), then curriculum / early stopping
+                train_due = state.step % cfg.log_every == 0 or state.step == cfg.steps
+                val_due = self.validate_fn is not None and (state.step % self.val_every == 0
+                                                            or state.step == cfg.steps)
+                means = self._window_means(window) if train_due else {}
+                val = self._validate() if val_due else {}
+                window = {} if train_due else window
+                self.stop_reason = self._observe({**means, **val})  # may start a phase: new LR, new data
+                if self.stop_reason is not None and window:  # ended between logs: log the last steps too
+                    means, window, train_due = self._window_means(window), {}, True
+                # LRs are those of the next step, so after a phase change they show its warm-up
+                logged = {**means, **self._trainer_metrics(), **val} if train_due else val
+                if logged:
+                    self._publish(logged, train=train_due)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(logged.items())[:4]})
                 # checkpoint
-                if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+                if state.step % cfg.checkpoint_every == 0 or self.stop_reason is not None:
                     save_checkpoint(acc, self.out_dir, state, cfg.keep_checkpoints)
+            if self.stop_reason != "steps":
+                log.info("run ended at step %d: %s", state.step, self.stop_reason)
             self._write_final()
         except BaseException:
             for tracker in acc.trackers:  # no barrier here: other ranks may be gone
@@ -311,8 +368,10 @@ class Trainer:
         try:
             return next(batches)
         except StopIteration:
+            need = ("cfg.steps * cfg.grad_accum micro-batches in all" if self.curriculum is None else
+                    "the phase's steps * cfg.grad_accum micro-batches from the phase's start")
             raise RuntimeError(f"data(start_step) ran out at step {step} (micro-batch {self.state.data_position}); "
-                               f"it must yield cfg.steps * cfg.grad_accum micro-batches in all (cycle over epochs)") from None
+                               f"it must yield {need} (cycle over epochs)") from None
 
     def _all_processes_agree(self, ok: bool) -> bool:
         if self.accelerator.num_processes == 1:
@@ -320,26 +379,113 @@ class Trainer:
         flag = torch.tensor([0.0 if ok else 1.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item() == 0)
 
-    def _log(self, window: dict[str, list[Any]]) -> dict[str, float]:
-        acc, state = self.accelerator, self.state
-        metrics = {k: float(total) / count for k, (total, count) in window.items()}
+    def _reduce_mean(self, metrics: dict[str, float]) -> dict[str, float]:
+        acc = self.accelerator
         if acc.num_processes > 1 and metrics:  # mean over processes (same keys on every rank)
             values = acc.reduce(torch.tensor(list(metrics.values()), device=acc.device), reduction="mean")
             metrics = dict(zip(metrics, values.tolist()))
-        for name, scheduler in self.schedulers.items():
-            metrics[f"lr/{name}"] = float(scheduler.get_last_lr()[0])
+        return metrics
+
+    def _window_means(self, window: dict[str, list[Any]]) -> dict[str, float]:
+        """step_fn's metrics averaged over the micro-batches since the last log (and over processes)."""
+        return self._reduce_mean({k: float(total) / count for k, (total, count) in window.items()})
+
+    def _trainer_metrics(self) -> dict[str, float]:
+        """LRs of the next step, last grad norms, counters and, with a curriculum, the next step's phase."""
+        state = self.state
+        metrics = {f"lr/{name}": float(scheduler.get_last_lr()[0]) for name, scheduler in self.schedulers.items()}
         metrics.update({f"grad_norm/{name}": v for name, v in self.grad_norms.items()})
         metrics["train/samples_seen"] = float(state.samples_seen)
         metrics["train/skipped_steps"] = float(state.skipped_steps)
+        if self.curriculum is not None:
+            phase = self.curriculum.phase
+            metrics.update({"curriculum/phase": float(self.curriculum.phase_index),
+                            "curriculum/resolution": float(phase.resolution),
+                            "curriculum/frames": float(phase.frames),
+                            "curriculum/batch_size": float(phase.batch_size)})
+        return metrics
+
+    def _validate(self) -> dict[str, float]:
+        """Run ``validate_fn`` in eval mode, without gradients, on a forked torch RNG; return ``val/*``."""
+        acc = self.accelerator
+        modes = {name: model.training for name, model in self.models.items()}
+        on_cpu = acc.device.type == "cpu"
+        fork = torch.random.fork_rng(devices=[] if on_cpu else [acc.device.index or 0],
+                                     device_type=None if on_cpu else acc.device.type)
+        try:
+            with fork, torch.no_grad():
+                for model in self.models.values():
+                    model.eval()
+                raw = self.validate_fn(self, self.state.step)  # type: ignore[misc]  # checked by the caller
+        finally:
+            for name, model in self.models.items():
+                model.train(modes[name])
+        values = {(k if k.startswith("val/") else f"val/{k}"): _as_float(v) for k, v in raw.items()}
+        return self._reduce_mean(values)
+
+    def _publish(self, metrics: dict[str, float], *, train: bool) -> None:
+        """Send ``metrics`` to the tracker and the log; remember them; run the collapse monitor on train logs."""
+        acc, state = self.accelerator, self.state
         acc.log(metrics, step=state.step)
         log.info("step %d: %s", state.step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        if self.monitor is not None:
+        if train:  # a train log replaces the train metrics; the last val/* stay until the next validation
+            state.metrics = {**{k: v for k, v in state.metrics.items() if k.startswith("val/")}, **metrics}
+        else:
+            state.metrics.update(metrics)
+        if train and self.monitor is not None:
             self.monitor.update(state.step, metrics)
             if self.monitor.should_stop:
                 raise TrainingCollapsed(state.step, "collapse monitor", float(self.monitor.warn_streak),
                                         f"warnings at {self.monitor.warn_streak} consecutive logs; "
                                         f"the last checkpoint before the collapse is under {self.out_dir}")
-        return metrics
+
+    def _observe(self, logged: Mapping[str, float]) -> str | None:
+        """Feed the curriculum and early stopping after a step; enter a new phase; return the stop reason."""
+        step = self.state.step
+        if self.curriculum is not None and self.curriculum.observe(step, logged):
+            if not self.curriculum.finished:
+                self._enter_phase()
+        elif self.early_stopping is not None:
+            self.early_stopping.observe(step, logged)
+        return self._stop_reason()
+
+    def _enter_phase(self) -> None:
+        """A new curriculum phase starts at ``state.step``: restart the LR warm-up (the schedulers already
+        computed this step's LR with the old phase) and reopen the data at the new resolution."""
+        for scheduler in self.schedulers.values():
+            refresh_lr(scheduler)
+        if self.early_stopping is not None:
+            self.early_stopping.reset()
+        close = getattr(self._batches, "close", None)
+        if close is not None:  # a generator: let it release its loader (workers, files) now
+            close()
+        self._batches = self._open_data()
+
+    def _stop_reason(self) -> str | None:
+        """Return why the run must end now (one of :data:`STOP_REASONS`), or None; state-based, so a
+        resumed run that had already ended ends again at once."""
+        if self.curriculum is not None and self.curriculum.finished:
+            return "curriculum"
+        if self.early_stopping is not None and self.early_stopping.should_stop:
+            return "early_stopping"
+        return "steps" if self.state.step >= self.cfg.steps else None
+
+    def _open_data(self) -> Iterator[Any]:
+        if self.curriculum is None:
+            return iter(self.data(self.state.step))  # type: ignore[call-arg]
+        return iter(self.data(self.state.step, self.curriculum.phase))  # type: ignore[call-arg]
+
+    def _images_per_step(self) -> int:
+        batch_size = self.curriculum.phase.batch_size if self.curriculum is not None else self.cfg.batch_size
+        return batch_size * self.cfg.grad_accum * self.accelerator.num_processes
+
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        cfg = self.cfg
+        if self.curriculum is None:
+            return make_scheduler(optimizer, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                                  min_lr_ratio=cfg.min_lr_ratio)
+        multiplier = self.curriculum.lr_lambda(base_lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
     def _start_tracker(self) -> None:
         cfg = self.cfg
@@ -357,7 +503,8 @@ class Trainer:
 
     def _write_final(self) -> None:
         """Write ``final/raw/<name>.safetensors`` (trained models), ``final/ema/<name>.safetensors``,
-        ``final/metrics.json`` and ``final/config.json``, atomically (temp dir + rename).
+        ``final/metrics.json`` (with ``stop_reason``, ``stopped_early``), ``final/config.json`` and, with a
+        curriculum, ``final/curriculum.json`` (phases run), atomically (temp dir + rename).
 
         LoRA models are exported merged (plain keys), so the next run can ``init_from`` them.
         """
@@ -381,7 +528,12 @@ class Trainer:
             if acc.is_main_process:
                 save_file(weights, str(tmp / "ema" / f"{name}.safetensors"))
         if acc.is_main_process:
-            atomic_write_json(tmp / "metrics.json", {"step": self.state.step, **self.state.metrics})
+            reason = self.stop_reason or "steps"
+            atomic_write_json(tmp / "metrics.json", {"step": self.state.step, **self.state.metrics,
+                                                     "stop_reason": reason,
+                                                     "stopped_early": reason == "early_stopping"})
+            if self.curriculum is not None:
+                atomic_write_json(tmp / "curriculum.json", self.curriculum.state_dict())
             atomic_write_json(tmp / "config.json", to_dict(self.cfg))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
@@ -426,10 +578,36 @@ def _accumulate(window: dict[str, list[Any]], metrics: Mapping[str, Any]) -> Non
             window[key] = [value, 1]
 
 
+def _as_float(value: Any) -> float:
+    return float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _check_validation(cfg: TrainConfig, curriculum: CurriculumScheduler | None,
+                      early_stopping: EarlyStopping | None, validate_fn: ValidateFn | None,
+                      val_every: int | None) -> int:
+    """Fail early on validation settings that could never work; return ``val_every`` (default ``log_every``)."""
+    if val_every is not None and validate_fn is None:
+        raise ValueError("val_every: set without validate_fn; pass validate_fn=... or drop val_every")
+    if val_every is not None and (isinstance(val_every, bool) or not isinstance(val_every, int) or val_every < 1):
+        raise ValueError(f"val_every: must be an integer >= 1 (optimiser steps), got {val_every!r}")
+    monitors = [("early_stopping.monitor", early_stopping.monitor)] if early_stopping is not None else []
+    if curriculum is not None:
+        monitors += [(f"curriculum phase {p.name!r} monitor", p.monitor)
+                     for p in curriculum.cfg.phases if p.transition == "plateau"]
+        if cfg.steps < curriculum.max_steps:
+            log.warning("steps: %d < the curriculum's %d steps; the run stops at cfg.steps, phases cut short",
+                        cfg.steps, curriculum.max_steps)
+    for what, key in monitors:
+        if key.startswith("val/") and validate_fn is None:
+            raise ValueError(f"{what}: {key!r} is a validation metric but no validate_fn was given; "
+                             f"pass validate_fn=... or monitor a train metric")
+    return val_every if val_every is not None else cfg.log_every
+
+
 def _check_names(what: str, names: Any, models: Mapping[str, nn.Module]) -> None:
     unknown = [n for n in names if n not in models]
     if unknown:
         raise ValueError(f"{what}: {unknown} are not model names (models: {', '.join(models)})")
 
 
-__all__ = ["DataFn", "StepFn", "Trainer", "truncate_dvclive_history"]
+__all__ = ["STOP_REASONS", "DataFn", "PhaseDataFn", "StepFn", "Trainer", "ValidateFn", "truncate_dvclive_history"]

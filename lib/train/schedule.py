@@ -2,10 +2,12 @@
 
 The schedule is a pure function of the optimiser step, so a resumed run gets the same rate as an
 uninterrupted one; :func:`make_scheduler` wraps it in a ``LambdaLR`` that accelerate saves and restores.
+A curriculum (:mod:`lib.train.curriculum`) uses its own multiplier and :func:`refresh_lr` at phase changes.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -40,4 +42,23 @@ def make_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
 
-__all__ = ["make_scheduler", "warmup_cosine"]
+def refresh_lr(scheduler: Any) -> list[float]:
+    """Set the optimiser's LRs to the schedule's value at the scheduler's current step, without advancing it.
+
+    Why: ``LambdaLR.step()`` at the end of step ``s - 1`` already computed step ``s``'s LR; when the
+    multiplier changes afterwards (a curriculum phase starting at ``s``), the LR must be recomputed
+    before step ``s`` runs (and before the checkpoint at ``s``, which saves the optimiser's LR).
+    ``scheduler`` is a ``LambdaLR`` or accelerate's wrapper of one. Returns the new LRs.
+    """
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's AcceleratedScheduler wraps it
+    lrs = [base * fn(inner.last_epoch) for base, fn in zip(inner.base_lrs, inner.lr_lambdas)]
+    for group, lr in zip(inner.optimizer.param_groups, lrs):
+        if isinstance(group["lr"], torch.Tensor):  # tensor LRs (capturable optimisers) are updated in place
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+    inner._last_lr = list(lrs)  # what get_last_lr() (logged as lr/<name>) returns
+    return lrs
+
+
+__all__ = ["make_scheduler", "refresh_lr", "warmup_cosine"]
