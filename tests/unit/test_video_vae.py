@@ -1,0 +1,180 @@
+"""lib.models.video_vae: shapes and the time rule, causality, reparameterisation, checkpointing, training works."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lib.losses.vae import VideoVAELoss, VideoVAELossWeights
+from lib.models import video_vae
+from lib.models.video_vae import (GPU_PRESET, LOGVAR_MAX, CausalConv3d, VideoVAE, VideoVAEConfig, latent_shape,
+                                  reparameterize)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Run single-threaded: these convs are tiny, and 2 OpenMP threads on a busy 2-core box spin ~20x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(**kw) -> VideoVAE:
+    torch.manual_seed(0)
+    return VideoVAE(VideoVAEConfig(**{"channels": 8, "blocks": 1, **kw}))
+
+
+def _video(*shape: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("kw", [{"temporal_compression": 3}, {"temporal_compression": 8},
+                                {"spatial_compression": 3}, {"spatial_compression": 32}, {"channels": 0},
+                                {"latent_channels": 0}, {"blocks": -1}, {"in_channels": 0}])
+def test_config_rejects_bad_values(kw):
+    with pytest.raises(ValueError, match=f"VideoVAEConfig.{next(iter(kw))}"):
+        VideoVAEConfig(**kw)
+
+
+@pytest.mark.parametrize("tc,sc,T,H,W", [(2, 4, 5, 16, 16), (1, 1, 3, 8, 8), (4, 2, 6, 8, 12), (4, 16, 4, 16, 16),
+                                         (2, 8, 1, 16, 8), (1, 4, 2, 8, 4)])
+def test_shapes(tc, sc, T, H, W):
+    model = _tiny(temporal_compression=tc, spatial_compression=sc, latent_channels=3)
+    x = _video(2, 3, T, H, W)
+    x_hat, mean, logvar = model(x)
+    expected = (2, 3, math.ceil(T / tc), H // sc, W // sc)
+    assert mean.shape == logvar.shape == expected
+    assert latent_shape(model.config, T, H, W) == expected[1:]
+    assert x_hat.shape == x.shape
+    # decode without num_frames returns whole groups: equal to T only when tc divides T
+    assert model.decode(mean).shape[2] == expected[2] * tc
+
+
+def test_decode_num_frames_and_hw_errors():
+    model = _tiny(temporal_compression=4, spatial_compression=4)
+    z = torch.zeros(1, 4, 2, 2, 2)
+    assert model.decode(z, num_frames=5).shape == (1, 3, 5, 8, 8)
+    with pytest.raises(ValueError, match="expected 5..8"):
+        model.decode(z, num_frames=4)
+    with pytest.raises(ValueError, match="divisible by spatial_compression=4"):
+        model.encode(torch.zeros(1, 3, 4, 10, 8))
+    with pytest.raises(ValueError, match=r"x must be \[B, 3, T, H, W\]"):
+        model.encode(torch.zeros(1, 1, 4, 8, 8))
+
+
+def test_causal_conv_sees_only_the_past():
+    torch.manual_seed(0)
+    conv = CausalConv3d(2, 3, kernel_size=(3, 3, 5))
+    x = torch.randn(1, 2, 6, 5, 7)
+    y = conv(x)
+    assert y.shape == (1, 3, 6, 5, 7)
+    for t in range(6):
+        x2 = x.clone()
+        x2[:, :, t:] += torch.randn_like(x2[:, :, t:])
+        y2 = conv(x2)
+        torch.testing.assert_close(y2[:, :, :t], y[:, :, :t], rtol=0, atol=1e-6)
+        assert (y2[:, :, t] - y[:, :, t]).abs().max() > 1e-3  # frame t does see frame t
+
+
+@pytest.mark.parametrize("tc,T", [(2, 8), (4, 8), (2, 7), (4, 10)])
+def test_encoder_and_reconstruction_are_causal(tc, T):
+    model = _tiny(temporal_compression=tc, spatial_compression=2).eval()
+    x = _video(1, 3, T, 8, 8)
+    n_lat = math.ceil(T / tc)
+    with torch.no_grad():
+        mean, _ = model.encode(x)
+        x_hat = model(x, sample=False)[0]
+        for k in range(1, n_lat):  # change every frame from group k on
+            x2 = x.clone()
+            x2[:, :, k * tc:] = _video(1, 3, T - k * tc, 8, 8, seed=10 + k)
+            mean2, _ = model.encode(x2)
+            x_hat2 = model(x2, sample=False)[0]
+            torch.testing.assert_close(mean2[:, :, :k], mean[:, :, :k], rtol=0, atol=1e-6)
+            torch.testing.assert_close(x_hat2[:, :, :k * tc], x_hat[:, :, :k * tc], rtol=0, atol=1e-6)
+            assert (mean2[:, :, k] - mean[:, :, k]).abs().max() > 1e-4  # the change is visible where allowed
+            assert (x_hat2[:, :, k * tc] - x_hat[:, :, k * tc]).abs().max() > 1e-4
+
+
+def test_decoder_is_causal_in_latent_frames():
+    model = _tiny(temporal_compression=4, spatial_compression=2).eval()
+    torch.manual_seed(3)
+    z = torch.randn(1, 4, 3, 4, 4)
+    z2 = z.clone()
+    z2[:, :, 1:] = torch.randn_like(z2[:, :, 1:])
+    with torch.no_grad():
+        a, b = model.decode(z), model.decode(z2)
+    torch.testing.assert_close(a[:, :, :4], b[:, :, :4], rtol=0, atol=1e-6)
+    assert (a[:, :, 4] - b[:, :, 4]).abs().max() > 1e-4
+
+
+def test_reparameterize_statistics_and_generator():
+    mean, logvar = torch.full((200_000,), 2.0), torch.full((200_000,), math.log(0.25))
+    z = reparameterize(mean, logvar, torch.Generator().manual_seed(0))
+    assert abs(z.mean().item() - 2.0) < 0.01 and abs(z.std().item() - 0.5) < 0.01
+    model = _tiny()
+    x = _video(1, 3, 2, 8, 8)
+    with torch.no_grad():
+        a = model(x, generator=torch.Generator().manual_seed(5))[0]
+        b = model(x, generator=torch.Generator().manual_seed(5))[0]
+        c = model(x, generator=torch.Generator().manual_seed(6))[0]
+        mean_only, mean, _ = model(x, sample=False)
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().max() > 1e-5
+    torch.testing.assert_close(mean_only, model.decode(mean, num_frames=2))
+
+
+def test_logvar_is_clamped():
+    model = _tiny()
+    with torch.no_grad():
+        model.enc_out.conv.bias[model.config.latent_channels:] = 1e4  # logvar half of the moments
+        _, logvar = model.encode(_video(1, 3, 2, 8, 8))
+    assert logvar.max().item() == LOGVAR_MAX
+
+
+def test_gradient_checkpointing_matches_plain_backward(monkeypatch):
+    calls = []
+    real_checkpoint = video_vae.checkpoint
+    monkeypatch.setattr(video_vae, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
+    plain = _tiny(blocks=2).train()
+    ckpt = VideoVAE(VideoVAEConfig(channels=8, blocks=2, gradient_checkpointing=True)).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = _video(2, 3, 4, 8, 8)
+    grads = []
+    for model in (plain, ckpt):
+        x_hat, mean, logvar = model(x, generator=torch.Generator().manual_seed(0))
+        ((x_hat - x).abs().mean() + mean.square().mean() + logvar.exp().mean()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    # blocks=2 at each of: 2 encoder levels, encoder middle, decoder middle, 2 decoder levels
+    assert len(calls) == 2 * 6 == sum(isinstance(m, video_vae.ResBlock) for m in ckpt.modules())
+    for g_plain, g_ckpt in zip(*grads):
+        torch.testing.assert_close(g_ckpt, g_plain, rtol=1e-5, atol=1e-6)
+
+
+def test_presets():
+    assert 200_000 < VideoVAE(VideoVAEConfig()).param_count() < 1_000_000  # CPU-trainable default
+    assert 10_000_000 < VideoVAE(GPU_PRESET).param_count() < 30_000_000
+    assert latent_shape(GPU_PRESET, 17, 256, 128) == (16, 5, 32, 16)  # ceil(17 / 4) = 5 latent frames
+
+
+def test_training_lowers_video_vae_loss():
+    torch.manual_seed(0)
+    model = VideoVAE(VideoVAEConfig())  # the default: what the CPU trainer runs
+    # smooth moving pattern: learnable, unlike white noise
+    t = torch.arange(4).view(1, 1, 4, 1, 1).float()
+    yy, xx = torch.meshgrid(torch.linspace(0, 3, 16), torch.linspace(0, 3, 16), indexing="ij")
+    x = torch.cat([torch.sin(xx + 0.5 * t + c) * torch.cos(yy - c) for c in range(3)], dim=1).repeat(2, 1, 1, 1, 1)
+    loss_fn = VideoVAELoss(VideoVAELossWeights(beta=1e-4))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(30):
+        x_hat, mean, logvar = model(x, generator=gen)
+        loss, _ = loss_fn(x, x_hat, mean, logvar, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
