@@ -32,6 +32,14 @@ REASONS: dict[str, str] = {
     "blank_render": "a rendered view is blank or nearly blank",
     "missing_model": "split file lists a model whose JSON file does not exist",
     "not_in_split": "model JSON that the split file does not list",
+    # audio (lib/audio)
+    "not_audio": "file cannot be opened as wav/flac audio",
+    "unreadable_audio": "header opens but the samples cannot be decoded",
+    "too_long": "longer than the configured maximum seconds",
+    "silent": "peak amplitude below the configured silence threshold",
+    "missing_audio": "split file lists an id whose audio file does not exist",
+    "no_text": "manifest row has no label to speak (SSv2's test split is unlabelled)",
+    "empty_speech": "espeak-ng produced no audible samples for the text",
 }
 
 
