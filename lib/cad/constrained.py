@@ -1,0 +1,180 @@
+"""Grammar-constrained decoding: which token ids may come next so the result is always valid CAD code.
+
+A generator that masks its logits with :meth:`CADGrammar.allowed` and picks any allowed token can only
+produce id sequences that :meth:`CADTokenizer.decode <lib.cad.tokenizer.CADTokenizer.decode>` turns into
+text :func:`~lib.deepcad.cadcode.from_code` parses: ``<bos> bbox`` first, each ``extrude`` with its word
+arguments, two values and then ``plane``, at least one profile per extrude, one loop per profile and one
+curve per loop, the right number of values after every keyword, and ``<eos>`` only after a curve. (Geometry
+may still be nonsense, e.g. an open loop; that is for the mesh builder to judge.)
+
+The state is the statement's slots still to fill (:data:`~lib.cad.tokenizer.ARGS`) plus the *choice point*
+reached once they are filled:
+
+==========  ======================================================  ===========================
+point       allowed there                                           reached after
+==========  ======================================================  ===========================
+start       ``<bos>``                                               (initial state)
+bbox        ``bbox``                                                ``<bos>``
+extrude     ``extrude``                                             bbox's values
+plane       ``plane``                                               extrude's arguments
+profile     ``profile``                                             plane's values
+loop        ``loop``                                                ``profile``
+curve       ``line arc circle``                                     ``loop outer|inner``
+more        ``line arc circle loop profile extrude <eos>``          a curve's arguments
+done        ``<pad>`` (so finished rows of a batch can keep going)  ``<eos>``
+==========  ======================================================  ===========================
+
+Length: with ``max_len`` (total ids, ``<bos>`` and ``<eos>`` included) a statement is only allowed when the
+cheapest way to finish after it still fits, the cheapest finish from each point being precomputed
+(``loop circle`` then ``<eos>`` and so on; a whole minimal model is 34 tokens). So near the limit the mask
+closes the model: every sampled sequence ends with ``<eos>`` within ``max_len``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lib.cad.tokenizer import ARGS, BOS, CURVES, PAD, WORD_GROUPS, CADTokenizer
+
+# Statements allowed at each choice point; "<eos>" is allowed only at "more".
+POINT_COMMANDS: dict[str, tuple[str, ...]] = {
+    "bbox": ("bbox",),
+    "extrude": ("extrude",),
+    "plane": ("plane",),
+    "profile": ("profile",),
+    "loop": ("loop",),
+    "curve": CURVES,
+    "more": (*CURVES, "loop", "profile", "extrude"),
+}
+# Choice point reached after a statement's slots are filled.
+NEXT_POINT: dict[str, str] = {"bbox": "extrude", "extrude": "plane", "plane": "profile", "profile": "loop",
+                              "loop": "curve", "line": "more", "arc": "more", "circle": "more"}
+
+
+def _finish_costs() -> dict[str, int]:
+    """Fewest tokens from each choice point to ``<eos>`` inclusive (fixed point of the min over statements)."""
+    inf = 10**9
+    cost = {p: inf for p in POINT_COMMANDS}
+    cost.update(done=0, start=inf)
+    for _ in range(len(cost) + 1):
+        for p, cmds in POINT_COMMANDS.items():
+            best = min(1 + len(ARGS[c]) + cost[NEXT_POINT[c]] for c in cmds)
+            cost[p] = min(cost[p], best, 1 if p == "more" else inf)
+        cost["start"] = 1 + cost["bbox"]
+    return cost
+
+
+FINISH_COST = _finish_costs()
+MIN_LENGTH = FINISH_COST["start"]  # ids in the shortest complete model
+
+
+@dataclass(frozen=True)
+class GrammarState:
+    """Where a partial id sequence stands: ids read, slots left in the statement, the next choice point."""
+
+    length: int
+    pending: tuple[str, ...]
+    point: str
+
+    @property
+    def done(self) -> bool:
+        """Whether ``<eos>`` has been read."""
+        return self.point == "done"
+
+
+class CADGrammar:
+    """The token-level CAD code grammar of ``tokenizer``, optionally limited to ``max_len`` ids in all.
+
+    ``allowed(state)`` is the bool mask ``[vocab_size]`` of tokens that may come next; ``advance(state, id)``
+    the state after reading one (ValueError if not allowed). ``initial()`` expects ``<bos>``.
+    """
+
+    def __init__(self, tokenizer: CADTokenizer, max_len: int | None = None) -> None:
+        if max_len is not None and max_len < MIN_LENGTH:
+            raise ValueError(f"CADGrammar: max_len={max_len} is below the shortest complete model ({MIN_LENGTH} "
+                             f"tokens: <bos> bbox, one extrude with its plane, a profile, a loop, a circle, <eos>); "
+                             f"use max_len >= {MIN_LENGTH} or None")
+        self.tok = tokenizer
+        self.max_len = max_len
+        V = tokenizer.vocab_size
+        ids = tokenizer.token_to_id
+
+        def mask(names=(), values: bool = False) -> np.ndarray:
+            m = np.zeros(V, dtype=bool)
+            m[[ids[n] for n in names]] = True
+            if values:
+                m[tokenizer.value_offset: tokenizer.value_offset + tokenizer.n_levels] = True
+            m.setflags(write=False)
+            return m
+
+        self._slot_masks = {slot: mask(names=group) for slot, group in WORD_GROUPS.items()}
+        self._slot_masks.update({kind: mask(values=True) for kind in tokenizer.grids})
+        self._bos, self._pad = mask(names=(BOS,)), mask(names=(PAD,))
+        self._eos_id, self._pad_id, self._bos_id = tokenizer.eos_id, tokenizer.pad_id, tokenizer.bos_id
+        self._cmd_ids = {c: ids[c] for c in ARGS}
+        self._id_cmd = {i: c for c, i in self._cmd_ids.items()}
+
+    def initial(self) -> GrammarState:
+        """The state before any token (expects ``<bos>``)."""
+        return GrammarState(length=0, pending=(), point="start")
+
+    def remaining(self, state: GrammarState) -> int:
+        """Fewest further ids (``<eos>`` included) that complete a valid model from ``state``."""
+        return len(state.pending) + FINISH_COST[state.point]
+
+    def _fits(self, state: GrammarState, cmd: str) -> bool:
+        if self.max_len is None:
+            return True
+        return state.length + 1 + len(ARGS[cmd]) + FINISH_COST[NEXT_POINT[cmd]] <= self.max_len
+
+    def allowed(self, state: GrammarState) -> np.ndarray:
+        """Bool mask ``[vocab_size]`` of the ids that may follow ``state`` (never empty)."""
+        if state.pending:
+            return self._slot_masks[state.pending[0]].copy()
+        if state.point == "start":
+            return self._bos.copy()
+        if state.point == "done":
+            return self._pad.copy()
+        m = np.zeros(self.tok.vocab_size, dtype=bool)
+        for c in POINT_COMMANDS[state.point]:
+            if self._fits(state, c):
+                m[self._cmd_ids[c]] = True
+        if state.point == "more" and (self.max_len is None or state.length + 1 <= self.max_len):
+            m[self._eos_id] = True
+        return m
+
+    def advance(self, state: GrammarState, token: int) -> GrammarState:
+        """The state after reading ``token``; ValueError (naming position, token and what is allowed) otherwise."""
+        token = int(token)
+        if not (0 <= token < self.tok.vocab_size and self.allowed(state)[token]):
+            allowed = np.flatnonzero(self.allowed(state))
+            names = [self.tok.vocab[i] for i in allowed[:8]] + (["..."] if len(allowed) > 8 else [])
+            got = self.tok.vocab[token] if 0 <= token < self.tok.vocab_size else f"id {token} (out of vocabulary)"
+            raise ValueError(f"token {state.length}: {got} not allowed here; allowed: {' '.join(names)}")
+        n = state.length + 1
+        if state.pending:
+            return GrammarState(n, state.pending[1:], state.point)
+        if state.point == "start":
+            return GrammarState(n, (), "bbox")
+        if state.point == "done":
+            return GrammarState(state.length, (), "done")  # padding does not count towards the length
+        if token == self._eos_id:
+            return GrammarState(n, (), "done")
+        cmd = self._id_cmd[token]
+        return GrammarState(n, ARGS[cmd], NEXT_POINT[cmd])
+
+    def check(self, ids) -> GrammarState:
+        """Run ``ids`` (starting with ``<bos>``) through the grammar; the final state, or ValueError at the first
+        token not allowed."""
+        state = self.initial()
+        for t in ids:
+            state = self.advance(state, t)
+        return state
+
+    def accepts(self, ids) -> bool:
+        """Whether ``ids`` is a complete sequence the grammar allows (every token allowed, ends in ``<eos>``)."""
+        try:
+            return self.check(ids).done
+        except ValueError:
+            return False
