@@ -108,14 +108,16 @@ class APTLoss:
     - :meth:`discriminator_step`: ``softplus(-D(hq)) + softplus(D(sg(G(lq))))`` every step, plus lazy R1
       ``r1_every · γ/2 · R1`` when ``step % r1_every == 0``, so R1's strength does not depend on ``r1_every``.
 
-    Each returns ``(loss, stats)``; the caller runs backward and the optimiser step.
+    Each returns ``(loss, stats)``; the caller runs backward and the optimiser step. Stats are detached 0-d
+    tensors, not floats: reading a float forces a GPU sync, and a dozen syncs per step left an H100 idle most
+    of the step (reports/benchmarks/apt_gpu.md); the Trainer sums them on the device and syncs once per log.
     """
 
     def __init__(self, weights: GANLossWeights = GANLossWeights()) -> None:
         self.weights = weights
 
     def generator_step(self, G: nn.Module, D: nn.Module, lq: torch.Tensor, hq: torch.Tensor,
-                       text: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                       text: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the generator loss and float stats; gradients of the loss reach G only (D is frozen)."""
         w = self.weights
         fake = G(lq) if text is None else G(lq, text)
@@ -133,16 +135,16 @@ class APTLoss:
         recon = F.l1_loss(fake, hq)
         loss = w.adv * adv + w.fm * fm + w.recon * recon
         stats = {
-            "g/loss": loss.item(),
-            "g/adv": adv.item(),
-            "g/fm": fm.item(),
-            "g/recon_l1": recon.item(),
-            "g/fake_logit": fake_logits.detach().mean().item(),
+            "g/loss": loss.detach(),
+            "g/adv": adv.detach(),
+            "g/fm": fm.detach(),
+            "g/recon_l1": recon.detach(),
+            "g/fake_logit": fake_logits.detach().mean(),
         }
         return loss, stats
 
     def discriminator_step(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, step: int,
-                           r1_discriminator: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                           r1_discriminator: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the discriminator loss and float stats for optimiser step ``step``.
 
         ``fake`` is detached here, so the loss never reaches G. Stats include the D accuracies
@@ -156,15 +158,15 @@ class APTLoss:
         main = discriminator_nonsaturating(real_logits, fake_logits)
         loss = main
         stats = {
-            "d/main": main.item(),
-            "d/acc_real": (real_logits > 0).float().mean().item(),
-            "d/acc_fake": (fake_logits < 0).float().mean().item(),
-            "d/real_logit": real_logits.detach().mean().item(),
-            "d/fake_logit": fake_logits.detach().mean().item(),
+            "d/main": main.detach(),
+            "d/acc_real": (real_logits.detach() > 0).float().mean(),
+            "d/acc_fake": (fake_logits.detach() < 0).float().mean(),
+            "d/real_logit": real_logits.detach().mean(),
+            "d/fake_logit": fake_logits.detach().mean(),
         }
         if w.r1 > 0 and step % w.r1_every == 0:
             r1 = r1_penalty(D if r1_discriminator is None else r1_discriminator, real)
             loss = loss + (w.r1_every * w.r1 / 2) * r1
-            stats["d/r1"] = r1.item()
-        stats["d/loss"] = loss.item()
+            stats["d/r1"] = r1.detach()
+        stats["d/loss"] = loss.detach()
         return loss, stats

@@ -284,7 +284,7 @@ def make_step_fn(loss: APTLoss, *, compile: bool = False, channels_last: bool = 
             compiled[key] = torch.compile(model)
         return compiled[key]
 
-    def step_fn(trainer: Trainer, batch: Mapping[str, torch.Tensor], step: int) -> dict[str, float]:
+    def step_fn(trainer: Trainer, batch: Mapping[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         G, D = forward(trainer, "G"), forward(trainer, "D")
         lq, hq, text = batch["lq"], batch["hq"], batch.get("text")
         if channels_last:
@@ -302,7 +302,7 @@ def make_step_fn(loss: APTLoss, *, compile: bool = False, channels_last: bool = 
         trainer.optimizer_step("G")
         return {**stats_D, **stats_G,
                 "D/accuracy": (stats_D["d/acc_real"] + stats_D["d/acc_fake"]) / 2,
-                "G/fake_std": float(fake.std()), "G/real_std": float(hq.std())}
+                "G/fake_std": fake.detach().float().std(), "G/real_std": hq.float().std()}
 
     return step_fn
 

@@ -92,7 +92,8 @@ def _d_losses(weights: GANLossWeights, steps: int) -> list[tuple[float, dict[str
     torch.manual_seed(2)
     real, fake = torch.randn(2, 3, 2, 4, 4).double(), torch.randn(2, 3, 2, 4, 4).double()
     loss_fn = APTLoss(weights)
-    return [(loss.item(), stats) for loss, stats in (loss_fn.discriminator_step(D, real, fake, s) for s in range(steps))]
+    return [(loss.item(), {k: v.item() for k, v in stats.items()})
+            for loss, stats in (loss_fn.discriminator_step(D, real, fake, s) for s in range(steps))]
 
 
 def test_lazy_r1_total_strength_does_not_depend_on_r1_every():
@@ -133,10 +134,13 @@ def test_generator_step_reaches_g_only():
     G, D = _nets()
     lq, hq, text = _batch()
     weights = GANLossWeights(adv=1.0, fm=2.0, recon=0.5)
-    loss, stats = APTLoss(weights).generator_step(G, D, lq, hq, text)
+    loss, raw = APTLoss(weights).generator_step(G, D, lq, hq, text)
     loss.backward()
     assert math.isfinite(loss.item())
-    assert all(isinstance(v, float) and math.isfinite(v) for v in stats.values())
+    # stats are detached 0-d tensors (no GPU sync per stat)
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in raw.values())
+    stats = {k: v.item() for k, v in raw.items()}
+    assert all(math.isfinite(v) for v in stats.values())
     assert stats["g/loss"] == pytest.approx(stats["g/adv"] + 2.0 * stats["g/fm"] + 0.5 * stats["g/recon_l1"], rel=1e-5)
     assert all(p.grad is None for p in D.parameters())
     assert all(p.requires_grad for p in D.parameters())  # frozen only during the step
@@ -163,5 +167,5 @@ def test_d_accuracy_stats():
     real = torch.tensor([1.0, 2.0, -1.0, 3.0]).view(4, 1, 1, 1, 1)
     fake = torch.tensor([-1.0, 1.0, -2.0, -3.0]).view(4, 1, 1, 1, 1)
     _, stats = APTLoss(GANLossWeights(r1=0.0)).discriminator_step(FixedD(), real, fake, step=0)
-    assert stats["d/acc_real"] == 0.75 and stats["d/acc_fake"] == 0.75
+    assert stats["d/acc_real"].item() == 0.75 and stats["d/acc_fake"].item() == 0.75
     assert "d/r1" not in stats
