@@ -20,6 +20,10 @@ TINY = {
     "validate_deepcad": {"min_models": 3},
     "bench_loader": {"batch_sizes": [2], "num_workers": [0, 1], "burst_batches": 2, "sustained_batches": 3,
                      "ceiling_clips": 4, "clip_frames": 4, "clip_stride": 1},
+    "train_apt": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
+                  "model": {"scale": 4, "channels": 8, "blocks": 1, "text_dim": 0}, "disc_channels": 8,
+                  "crop": 32, "clip_frames": 4, "clip_stride": 1, "val_clips": 2},
+    "eval_apt": {"strip_clips": 2, "batch_size": 2},
 }
 
 

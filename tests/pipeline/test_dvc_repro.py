@@ -89,3 +89,28 @@ def test_dvc_repro_embed_text_and_bench_loader(clone):
     run(["dvc", "repro", "-f", "-s", "embed_text"], clone)
     again = json.loads((clone / "reports/embed_text/metrics.json").read_text())
     assert again["hits"] == embed["count"] and again["misses"] == 0
+
+
+def test_dvc_repro_eval_apt_then_an_experiment_shows_beside_it(clone):
+    out = run(["dvc", "repro", "eval_apt"], clone).stdout
+    assert "Running stage 'train_apt'" in out and "Running stage 'eval_apt'" in out
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)[""]["data"]
+    ev = shown["reports/eval_apt/metrics.json"]["data"]
+    assert ev["clips"] == 2 and {"bicubic", "G", "G_ema"} <= set(ev)
+    live = shown["reports/train_apt/dvclive/metrics.json"]["data"]
+    assert live["step"] == 4 and "loss" in live["g"]  # DVCLive nests "g/loss" as g: {loss}
+    assert (clone / "data/models/train_apt/final/ema/G.safetensors").is_file()
+    again = run(["dvc", "repro", "eval_apt"], clone).stdout  # nothing changed: nothing reruns
+    assert "Running stage" not in again
+
+    # an experiment with another learning rate: a fresh run (other fingerprint), listed beside the workspace
+    run(["dvc", "exp", "run", "-n", "lr-high", "-S", "train_apt.lr=0.001", "eval_apt"], clone)
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], clone).stdout)
+    exps = [e for row in rows for e in (row.get("experiments") or [])]
+    names = {run_["name"] for e in exps for run_ in e.get("revs", [])}
+    assert "lr-high" in names, names
+    lr_high = next(r for e in exps for r in e["revs"] if r["name"] == "lr-high")
+    params = lr_high["data"]["params"]["params.yaml"]["data"]["train_apt"]
+    assert params["lr"] == 0.001
+    exp_metrics = lr_high["data"]["metrics"]["reports/eval_apt/metrics.json"]["data"]
+    assert exp_metrics["G"]["psnr"] != ev["G"]["psnr"]  # trained again from scratch with the new lr

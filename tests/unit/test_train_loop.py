@@ -1,6 +1,7 @@
 """The Trainer: exact resumption, NaN guard, dvclive output, final weights, collapse stop rule."""
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,17 @@ def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
     assert t2.resumed_from is not None and t2.resumed_from.name == "step-000004"
     t3, _ = _run(cfg, fingerprint="params-B")  # other params or code: a fresh run, old checkpoints removed
     assert t3.resumed_from is None and t3.state.step == 4
+
+
+def test_wandb_tracker_writes_an_offline_run_under_out_dir(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = _cfg(tmp_path, steps=4, warmup_steps=1, tracker="wandb")
+    _, metrics = _run(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((tmp_path / "run").rglob("*"))[:20]  # offline: nothing was sent anywhere
+    history = [p for p in runs[0].rglob("*.wandb")]
+    assert history and history[0].stat().st_size > 0
+    assert math.isfinite(metrics["loss/D"])
