@@ -31,8 +31,6 @@ differentiate twice). Both are off by default (no gain on the CPU); see reports/
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +40,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lib.config import ConfigError, from_dict
+from lib.config import ConfigError
 from lib.embed import lookup_cached
 from lib.data.clips import ClipSpec
 from lib.data.video_dataset import VideoLoaderConfig, iterate_steps
 from lib.losses.gan import APTLoss, GANLossWeights
 from lib.models.discriminators import PatchDiscriminator3D, VideoDiscriminator
 from lib.models.video_sr import VideoSRConfig, VideoSRGenerator
-from lib.train.config import TrainConfig
+from lib.train.config import TrainConfig, flatten_section, split_section
+from lib.train.fingerprint import run_fingerprint as fingerprint_of
 from lib.train.guards import CollapseMonitor
 from lib.train.loop import DataFn, StepFn, Trainer
 from lib.video.degrade import DegradeConfig, degrade
@@ -121,26 +120,12 @@ def from_section(section: Mapping[str, Any] | None, where: str = "train_apt") ->
     Keys that are :class:`TrainConfig` fields fill ``APTConfig.train``; the others fill APTConfig
     (``model``, ``loss`` and ``degrade`` are nested mappings).
     """
-    section = dict(section or {})
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig) if f.init}
-    own_keys = {f.name for f in dataclasses.fields(APTConfig) if f.init} - {"train"}
-    unknown = [k for k in section if k not in train_keys | own_keys]
-    if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), sorted(train_keys | own_keys), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key{hint} (trainer keys: {', '.join(sorted(train_keys))}; "
-                          f"APT keys: {', '.join(sorted(own_keys))}); remove or rename it in the params file")
-    train = from_dict(TrainConfig, {k: v for k, v in section.items() if k in train_keys}, where)
-    own = from_dict(APTConfig, {k: v for k, v in section.items() if k in own_keys}, where)
-    return dataclasses.replace(own, train=train)
+    return split_section(section, APTConfig, where, "APT")
 
 
 def to_section(cfg: APTConfig) -> dict[str, Any]:
     """Inverse of :func:`from_section`: the flat mapping (for config.json / reports)."""
-    from lib.config import to_dict
-
-    flat = to_dict(cfg)
-    return {**flat.pop("train"), **flat}
+    return flatten_section(cfg)
 
 
 # ----------------------------------------------------------------------------- data
@@ -307,8 +292,6 @@ def make_step_fn(loss: APTLoss, *, compile: bool = False, channels_last: bool = 
     return step_fn
 
 
-# Keys that change how a run is watched or stored, not what it computes: a rerun may change them and resume.
-_BOOKKEEPING = ("out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "tracker", "tracker_dir")
 # Modules whose code decides the training trajectory: a change starts a fresh run instead of resuming.
 TRAJECTORY_CODE = ("lib.train.apt", "lib.train.loop", "lib.train.ema", "lib.train.schedule", "lib.models.video_sr",
                    "lib.models.discriminators", "lib.losses.gan", "lib.video.degrade", "lib.data.video_dataset",
@@ -322,17 +305,13 @@ def run_fingerprint(cfg: APTConfig, loader: VideoLoaderConfig,
     not resumed."""
     import hashlib
 
-    from lib.io import source_digest
-    from lib.shards import digest
-
-    params = {k: v for k, v in to_section(cfg).items() if k not in _BOOKKEEPING}
     data = {"manifest": loader.manifest, "split": loader.split, "seed": loader.seed}
     if texts is not None:
         h = hashlib.sha256()
         for key in sorted(texts):
             h.update(key.encode() + b"\0" + texts[key].numpy().tobytes())
         data["texts"] = h.hexdigest()
-    return digest([params, data, source_digest(*TRAJECTORY_CODE)])
+    return fingerprint_of(to_section(cfg), data, TRAJECTORY_CODE)
 
 
 def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, texts: Mapping[str, torch.Tensor] | None = None,

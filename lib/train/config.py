@@ -6,7 +6,13 @@ message naming the field and the fix.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from lib.config import ConfigError, from_dict, to_dict
 
 MIXED_PRECISION = ("fp32", "fp16", "bf16")
 TRACKERS = ("dvclive", "wandb", "none")
@@ -101,4 +107,37 @@ def _one_of(cfg: TrainConfig, name: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
 
 
-__all__ = ["MIXED_PRECISION", "NAN_POLICIES", "TRACKERS", "TRAINING_MODES", "TrainConfig"]
+__all__ = ["MIXED_PRECISION", "NAN_POLICIES", "TRACKERS", "TRAINING_MODES", "TrainConfig", "flatten_section",
+           "split_section"]
+
+
+# ----------------------------------------------------------------------------- trainer sections of params.yaml
+
+def split_section(section: Mapping[str, Any] | None, cls: type, where: str, kind: str = "") -> Any:
+    """Return ``cls`` (a dataclass with a ``train: TrainConfig`` field) built from one flat params section.
+
+    Every trainer stage's section is flat for the loop's knobs (the :class:`TrainConfig` fields: ``steps``,
+    ``batch_size``, ``grad_accum``, ``lr``, ``out_dir``, ...; ``validate_ssv2`` reads the first three from the
+    top level) and holds the trainer's own keys beside them (nested mappings for models and losses). An
+    unknown key raises :class:`lib.config.ConfigError` naming ``<where>.<key>``, the closest known key and both
+    key lists (``kind`` names the trainer's own keys in the message, e.g. "APT").
+    """
+    section = dict(section or {})
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig) if f.init}
+    own_keys = {f.name for f in dataclasses.fields(cls) if f.init} - {"train"}
+    unknown = [k for k in section if k not in train_keys | own_keys]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), sorted(train_keys | own_keys), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key{hint} (trainer keys: {', '.join(sorted(train_keys))}; "
+                          f"{kind or cls.__name__} keys: {', '.join(sorted(own_keys))}); "
+                          f"remove or rename it in the params file")
+    train = from_dict(TrainConfig, {k: v for k, v in section.items() if k in train_keys}, where)
+    own = from_dict(cls, {k: v for k, v in section.items() if k in own_keys}, where)
+    return dataclasses.replace(own, train=train)
+
+
+def flatten_section(cfg: Any) -> dict[str, Any]:
+    """Inverse of :func:`split_section`: the flat mapping (for config.json, reports and fingerprints)."""
+    flat = to_dict(cfg)
+    return {**flat.pop("train"), **flat}
