@@ -4,8 +4,16 @@ A generator that masks its logits with :meth:`CADGrammar.allowed` and picks any 
 produce id sequences that :meth:`CADTokenizer.decode <lib.cad.tokenizer.CADTokenizer.decode>` turns into
 text :func:`~lib.deepcad.cadcode.from_code` parses: ``<bos> bbox`` first, each ``extrude`` with its word
 arguments, two values and then ``plane``, at least one profile per extrude, one loop per profile and one
-curve per loop, the right number of values after every keyword, and ``<eos>`` only after a curve. (Geometry
-may still be nonsense, e.g. an open loop; that is for the mesh builder to judge.)
+curve per loop, the right number of values after every keyword, and ``<eos>`` only after a curve.
+
+Loops close, at the token level, as every loop of the training data does (quantised points of consecutive
+curves are the same tokens): a loop is one ``circle``, or a chain of ``line``/``arc`` whose first two values
+(the start point) repeat the previous curve's end point, and which may only be followed by
+``loop``/``profile``/``extrude``/``<eos>`` once it is closed: its last end point is the loop's first start
+point after at least three curves, or two when one is an arc (two lines would retrace each other). Reaching
+the start sooner does not close the loop; near ``max_len`` the end point is forced onto it. Zero-length curves
+stay allowed: small fillets quantise to one point in the training data. Other geometry (an arc's centre
+against its end points, self-intersections) is still for the mesh builder to judge.
 
 The state is the statement's slots still to fill (:data:`~lib.cad.tokenizer.ARGS`) plus the *choice point*
 reached once they are filled:
@@ -20,18 +28,20 @@ plane       ``plane``                                               extrude's ar
 profile     ``profile``                                             plane's values
 loop        ``loop``                                                ``profile``
 curve       ``line arc circle``                                     ``loop outer|inner``
-more        ``line arc circle loop profile extrude <eos>``          a curve's arguments
+more        open loop: ``line arc``; closed: ``loop profile         a curve's arguments
+            extrude <eos>``
 done        ``<pad>`` (so finished rows of a batch can keep going)  ``<eos>``
 ==========  ======================================================  ===========================
 
 Length: with ``max_len`` (total ids, ``<bos>`` and ``<eos>`` included) a statement is only allowed when the
 cheapest way to finish after it still fits, the cheapest finish from each point being precomputed
-(``loop circle`` then ``<eos>`` and so on; a whole minimal model is 34 tokens). So near the limit the mask
-closes the model: every sampled sequence ends with ``<eos>`` within ``max_len``.
+(``loop circle`` then ``<eos>`` and so on; a whole minimal model is 34 tokens; an open chain costs one
+closing ``line`` more). Near the limit the mask closes the loop (the end point is forced onto the loop's
+start) and then the model: every sampled sequence ends with ``<eos>`` within ``max_len``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,8 +55,10 @@ POINT_COMMANDS: dict[str, tuple[str, ...]] = {
     "profile": ("profile",),
     "loop": ("loop",),
     "curve": CURVES,
-    "more": (*CURVES, "loop", "profile", "extrude"),
+    "more": ("loop", "profile", "extrude"),  # with the loop closed; an open chain takes CHAIN_CURVES only
 }
+CHAIN_CURVES = ("line", "arc")
+CLOSING_COST = 1 + len(ARGS["line"])  # one line back to the loop's start
 # Choice point reached after a statement's slots are filled.
 NEXT_POINT: dict[str, str] = {"bbox": "extrude", "extrude": "plane", "plane": "profile", "profile": "loop",
                               "loop": "curve", "line": "more", "arc": "more", "circle": "more"}
@@ -71,11 +83,20 @@ MIN_LENGTH = FINISH_COST["start"]  # ids in the shortest complete model
 
 @dataclass(frozen=True)
 class GrammarState:
-    """Where a partial id sequence stands: ids read, slots left in the statement, the next choice point."""
+    """Where a partial id sequence stands: ids read, slots left in the statement, the next choice point, and
+    the loop being drawn (its first start point, the current end point, curves so far, whether an arc is in it).
+    """
 
     length: int
     pending: tuple[str, ...]
     point: str
+    cmd: str = ""  # statement whose slots are being read
+    args: tuple[int, ...] = ()  # ids of its slots read so far
+    loop_start: tuple[int, int] | None = None
+    cursor: tuple[int, int] | None = None
+    curves: int = 0
+    has_arc: bool = False
+    closed: bool = True  # no loop open (before the first loop, or after a circle or a closing curve)
 
     @property
     def done(self) -> bool:
@@ -121,26 +142,65 @@ class CADGrammar:
 
     def remaining(self, state: GrammarState) -> int:
         """Fewest further ids (``<eos>`` included) that complete a valid model from ``state``."""
+        if state.point == "more" and not state.closed:
+            closes_here = state.cmd == "circle" or (bool(state.pending) and self._may_close(state))
+            return len(state.pending) + (0 if closes_here else CLOSING_COST) + FINISH_COST["more"]
         return len(state.pending) + FINISH_COST[state.point]
 
     def _fits(self, state: GrammarState, cmd: str) -> bool:
         if self.max_len is None:
             return True
-        return state.length + 1 + len(ARGS[cmd]) + FINISH_COST[NEXT_POINT[cmd]] <= self.max_len
+        after = state.length + 1 + len(ARGS[cmd])
+        if cmd in CHAIN_CURVES and state.point == "curve":  # a loop's first line/arc cannot close it
+            after += CLOSING_COST
+        return after + FINISH_COST[NEXT_POINT[cmd]] <= self.max_len
+
+    def _must_close(self, state: GrammarState) -> bool:
+        """Whether the chain curve being read must end on the loop's start (no room for a closing line after)."""
+        if self.max_len is None:
+            return False
+        return state.length + len(state.pending) + CLOSING_COST + FINISH_COST["more"] > self.max_len
+
+    def _may_close(self, state: GrammarState) -> bool:
+        """Whether the chain curve being read closes the loop if it ends on its start (two lines would retrace
+        each other)."""
+        if state.curves >= 2:
+            return True
+        return state.curves == 1 and (state.has_arc or state.cmd == "arc")
+
+    def _point_mask(self, state: GrammarState) -> np.ndarray | None:
+        """The values allowed in the start/end point slots of a line or arc (None: any value)."""
+        slot = len(state.args)
+        if state.cmd not in CHAIN_CURVES or slot > 3:
+            return None
+        m = np.zeros(self.tok.vocab_size, dtype=bool)
+        if slot < 2:  # start point: the previous curve's end point
+            if state.cursor is None:
+                return None
+            m[state.cursor[slot]] = True
+            return m
+        if state.loop_start is None:  # unreachable: slots 0-1 set it
+            return None
+        if self._must_close(state):
+            m[state.loop_start[slot - 2]] = True
+            return m
+        return None
 
     def allowed(self, state: GrammarState) -> np.ndarray:
         """Bool mask ``[vocab_size]`` of the ids that may follow ``state`` (never empty)."""
         if state.pending:
-            return self._slot_masks[state.pending[0]].copy()
+            point = self._point_mask(state)
+            return self._slot_masks[state.pending[0]].copy() if point is None else point
         if state.point == "start":
             return self._bos.copy()
         if state.point == "done":
             return self._pad.copy()
         m = np.zeros(self.tok.vocab_size, dtype=bool)
-        for c in POINT_COMMANDS[state.point]:
+        commands = CHAIN_CURVES if state.point == "more" and not state.closed else POINT_COMMANDS[state.point]
+        for c in commands:
             if self._fits(state, c):
                 m[self._cmd_ids[c]] = True
-        if state.point == "more" and (self.max_len is None or state.length + 1 <= self.max_len):
+        if state.point == "more" and state.closed and (self.max_len is None or state.length + 1 <= self.max_len):
             m[self._eos_id] = True
         return m
 
@@ -154,15 +214,35 @@ class CADGrammar:
             raise ValueError(f"token {state.length}: {got} not allowed here; allowed: {' '.join(names)}")
         n = state.length + 1
         if state.pending:
-            return GrammarState(n, state.pending[1:], state.point)
+            return self._read_slot(replace(state, length=n, pending=state.pending[1:], args=(*state.args, token)))
         if state.point == "start":
             return GrammarState(n, (), "bbox")
         if state.point == "done":
-            return GrammarState(state.length, (), "done")  # padding does not count towards the length
+            return state  # padding does not count towards the length
         if token == self._eos_id:
             return GrammarState(n, (), "done")
         cmd = self._id_cmd[token]
-        return GrammarState(n, ARGS[cmd], NEXT_POINT[cmd])
+        state = replace(state, length=n, pending=ARGS[cmd], point=NEXT_POINT[cmd], cmd=cmd, args=())
+        if cmd == "loop":
+            state = replace(state, loop_start=None, cursor=None, curves=0, has_arc=False, closed=False)
+        return state if state.pending else self._read_slot(state)
+
+    def _read_slot(self, state: GrammarState) -> GrammarState:
+        """Update the loop after a slot of a curve statement was read (``state.args`` holds it)."""
+        args = state.args
+        if state.cmd == "circle" and not state.pending:
+            return replace(state, curves=state.curves + 1, closed=True)
+        if state.cmd not in CHAIN_CURVES:
+            return state
+        if len(args) == 2 and state.loop_start is None:
+            state = replace(state, loop_start=(args[0], args[1]))
+        if len(args) == 4:
+            end = (args[2], args[3])
+            # a curve forced onto the start by the length budget closes even when degenerate
+            closes = end == state.loop_start and (self._may_close(state) or self._must_close(state))
+            state = replace(state, cursor=end, curves=state.curves + 1, closed=closes,
+                            has_arc=state.has_arc or state.cmd == "arc")
+        return state
 
     def check(self, ids) -> GrammarState:
         """Run ``ids`` (starting with ``<bos>``) through the grammar; the final state, or ValueError at the first
