@@ -108,13 +108,14 @@ def _one_of(cfg: TrainConfig, name: str, allowed: tuple[str, ...]) -> None:
 
 
 __all__ = ["MIXED_PRECISION", "NAN_POLICIES", "TRACKERS", "TRAINING_MODES", "TrainConfig", "flatten_section",
-           "split_section"]
+           "section_parts", "split_section"]
 
 
 # ----------------------------------------------------------------------------- trainer sections of params.yaml
 
-def split_section(section: Mapping[str, Any] | None, cls: type, where: str, kind: str = "") -> Any:
-    """Return ``cls`` (a dataclass with a ``train: TrainConfig`` field) built from one flat params section.
+def section_parts(section: Mapping[str, Any] | None, cls: type, where: str,
+                  kind: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split one flat trainer section into ``(TrainConfig keys, cls's own keys)``; ConfigError on unknown keys.
 
     Every trainer stage's section is flat for the loop's knobs (the :class:`TrainConfig` fields: ``steps``,
     ``batch_size``, ``grad_accum``, ``lr``, ``out_dir``, ...; ``validate_ssv2`` reads the first three from the
@@ -132,9 +133,14 @@ def split_section(section: Mapping[str, Any] | None, cls: type, where: str, kind
         raise ConfigError(f"{where}.{unknown[0]}: unknown key{hint} (trainer keys: {', '.join(sorted(train_keys))}; "
                           f"{kind or cls.__name__} keys: {', '.join(sorted(own_keys))}); "
                           f"remove or rename it in the params file")
-    train = from_dict(TrainConfig, {k: v for k, v in section.items() if k in train_keys}, where)
-    own = from_dict(cls, {k: v for k, v in section.items() if k in own_keys}, where)
-    return dataclasses.replace(own, train=train)
+    return ({k: v for k, v in section.items() if k in train_keys}, {k: v for k, v in section.items() if k in own_keys})
+
+
+def split_section(section: Mapping[str, Any] | None, cls: type, where: str, kind: str = "") -> Any:
+    """Return ``cls`` (a dataclass with a ``train: TrainConfig`` field) built from one flat params section
+    (see :func:`section_parts`)."""
+    train, own = section_parts(section, cls, where, kind)
+    return dataclasses.replace(from_dict(cls, own, where), train=from_dict(TrainConfig, train, where))
 
 
 def flatten_section(cfg: Any) -> dict[str, Any]:

@@ -14,14 +14,14 @@ BOOKKEEPING = ("out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "
 
 
 def run_fingerprint(section: Mapping[str, Any], data: Any, code: Sequence[str], *,
-                    keep: Iterable[str] = ()) -> str:
-    """Return a digest of a flat params ``section`` (minus :data:`BOOKKEEPING`, except the keys in ``keep``),
-    ``data`` (anything JSON-able that identifies the inputs) and the source of the ``code`` modules."""
+                    keep: Iterable[str] = (), skip: Iterable[str] = ()) -> str:
+    """Return a digest of a flat params ``section`` (minus :data:`BOOKKEEPING` and ``skip``, except the keys in
+    ``keep``), ``data`` (anything JSON-able that identifies the inputs) and the source of the ``code`` modules."""
     from lib.io import source_digest
     from lib.shards import digest
 
-    skip = set(BOOKKEEPING) - set(keep)
-    params = {k: v for k, v in section.items() if k not in skip}
+    ignored = (set(BOOKKEEPING) | set(skip)) - set(keep)
+    params = {k: v for k, v in section.items() if k not in ignored}
     return digest([params, data, source_digest(*code)])
 
 

@@ -1,0 +1,191 @@
+"""lib.train.video_vae: per-phase data shapes and square crops, exact resume mid-phase through a curriculum,
+training lowers the validation loss, and config errors that name the key and the fix."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lib.config import ConfigError
+from lib.losses.vae import VideoVAELoss
+from lib.models.vgg import PerceptualWeightsMissing
+from lib.train.video_vae import (
+    center_square_resize,
+    from_section,
+    make_data_fn,
+    make_trainer,
+    make_validate_fn,
+    micro_batch_seed,
+    square_resize_crop,
+    to_section,
+)
+from lib.video.encode import EncodeSettings, write_video
+from tests.helpers.ssv2_data import moving_frames
+
+H, W = 32, 64
+TINY_MODEL = {"channels": 8, "latent_channels": 2, "temporal_compression": 2, "spatial_compression": 2, "blocks": 1}
+PHASES = [{"name": "A", "resolution": 8, "frames": 2, "batch_size": 3, "lr": 0.003, "steps": 3, "warmup_steps": 1},
+          {"name": "B", "resolution": 16, "frames": 4, "batch_size": 2, "lr": 0.002, "steps": 3, "warmup_steps": 1}]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssv2")
+    rows = []
+    for k in range(8):
+        path = f"videos/{k}.webm"
+        write_video(root / path, moving_frames(12 + k, H, W, seed=k), fps=12, settings=EncodeSettings(keyframe_interval=6))
+        rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
+                     "class_index": 0, "path": path, "frames": 12 + k, "fps": 12.0, "width": W, "height": H})
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    return root / "manifest.parquet"
+
+
+def section(out_dir, **over):
+    base = {"steps": 6, "batch_size": 2, "warmup_steps": 1, "lr": 0.003, "betas": [0.9, 0.99],
+            "checkpoint_every": 2, "log_every": 1, "tracker": "none", "out_dir": str(out_dir), "model": TINY_MODEL,
+            "resolution": 16, "clip_frames": 4, "clip_stride": 1, "val_clips": 2, "val_every": 3}
+    base.update(over)
+    return base
+
+
+def curriculum_section(out_dir, **over):
+    base = section(out_dir, curriculum={"phases": PHASES})
+    for key in ("batch_size", "resolution", "clip_frames", "warmup_steps", "steps"):
+        base.pop(key)
+    base.update(over)
+    return base
+
+
+def test_square_crop_spans_the_short_side_and_resizes():
+    torch.set_num_threads(1)
+    cols = torch.arange(W, dtype=torch.uint8).repeat(H, 1)  # pixel value = column index
+    video = cols[None, None, None].expand(2, 3, 2, H, W).contiguous()
+    full = square_resize_crop(video, H, torch.Generator().manual_seed(0))  # no resize: a plain window
+    assert full.shape == (2, 3, 2, H, H)
+    for b in range(2):
+        left = round((full[b, 0, 0, 0, 0].item() + 1) * 127.5)
+        assert 0 <= left <= W - H
+        assert torch.equal(full[b], video[b, :, :, :, left:left + H].float() / 127.5 - 1)  # whole height, same on all frames
+    center = center_square_resize(video[0], 8)
+    assert center.shape == (3, 2, 8, 8)
+    # the central square (columns 16..47) averaged down: mean intensity = mean of those columns
+    assert math.isclose(float((center.mean() + 1) * 127.5), (16 + 47) / 2, abs_tol=0.2)
+
+
+def test_data_shapes_per_phase_and_resume_position(manifest, tmp_path):
+    torch.set_num_threads(1)
+    cfg = from_section(curriculum_section(tmp_path / "run"))
+    data = make_data_fn(cfg, manifest)
+    a, b = cfg.curriculum.phases
+    batch = next(iter(data(0, a)))
+    assert batch["video"].shape == (3, 3, 2, 8, 8) and batch["video"].dtype == torch.float32
+    assert batch["video"].abs().max() <= 1 and isinstance(batch["noise_seed"], int)
+    from_start = list(data(3, b))  # phase B from its first step (3) to the end of the run (6)
+    assert [x["video"].shape for x in from_start] == [(2, 3, 4, 16, 16)] * 3
+    resumed = list(data(4, b))  # as after a resume at step 4: the same micro-batches from there on
+    assert all(torch.equal(x["video"], y["video"]) and x["noise_seed"] == y["noise_seed"]
+               for x, y in zip(from_start[1:], resumed, strict=True))
+    assert micro_batch_seed(0, 0, 5) != micro_batch_seed(0, 1, 5)  # phases draw their own crops
+
+    plain = make_data_fn(from_section(section(tmp_path / "plain", resolution=8, clip_frames=3)), manifest)
+    assert next(iter(plain(0)))["video"].shape == (2, 3, 3, 8, 8)
+
+
+def test_resume_mid_phase_through_the_curriculum_is_exact(manifest, tmp_path):
+    torch.set_num_threads(1)
+
+    class Killed(Exception):
+        pass
+
+    whole = make_trainer(from_section(curriculum_section(tmp_path / "whole")), manifest)
+    whole.run(progress=False)
+    assert whole.stop_reason == "curriculum" and whole.state.step == 6
+    assert "val/psnr" in whole.state.metrics and whole.state.metrics["curriculum/resolution"] == 16
+
+    cfg = from_section(curriculum_section(tmp_path / "killed"))
+    first = make_trainer(cfg, manifest)
+    inner = first.step_fn
+
+    def dies_at_5(trainer, batch, step):
+        if step == 5:  # phase B runs steps 3..5; the last checkpoint is at step 4
+            raise Killed
+        return inner(trainer, batch, step)
+
+    first.step_fn = dies_at_5
+    with pytest.raises(Killed):
+        first.run(progress=False)
+    again = make_trainer(cfg, manifest)
+    assert again.resumed_from is not None and again.resumed_from.name == "step-000004"
+    assert again.curriculum.phase.name == "B" and again.curriculum.phase_start_step == 3
+    again.run(progress=False)
+
+    ref = load_file(str(tmp_path / "whole/final/raw/vae.safetensors"))
+    got = load_file(str(tmp_path / "killed/final/raw/vae.safetensors"))
+    assert set(ref) == set(got) and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_few_steps_lower_the_validation_loss(manifest, tmp_path):
+    torch.set_num_threads(1)
+    cfg = from_section(section(tmp_path / "run", steps=40, val_every=40, checkpoint_every=40, log_every=5,
+                               resolution=8, clip_frames=2, batch_size=4, lr=0.01))
+    trainer = make_trainer(cfg, manifest)
+    validate = make_validate_fn(cfg, manifest, VideoVAELoss(cfg.loss))
+    with torch.no_grad():
+        before = validate(trainer, 0)
+    trainer.run(progress=False)
+    after = trainer.state.metrics
+    # held-out clips of a random texture: 40 steps take L1 from ~0.45 to ~0.38 and PSNR up ~1.5 dB
+    assert after["val/recon"] < 0.9 * before["recon"], (before, after)
+    assert after["val/psnr"] > before["psnr"] + 1.0, (before, after)
+    assert {"train/loss", "train/recon", "train/kl", "train/kl_weight"} <= set(after)
+
+
+def test_curriculum_section_defaults_and_clashes(tmp_path):
+    cfg = from_section(curriculum_section(tmp_path))
+    assert from_section(to_section(cfg)) == cfg  # the flat mapping round-trips
+    plain = from_section(section(tmp_path))
+    assert from_section(to_section(plain)) == plain
+    assert cfg.train.steps == 6 and cfg.points() == [(8, 2), (16, 4)]  # steps = sum of the phases
+    assert from_section(curriculum_section(tmp_path, steps=4)).train.steps == 4
+    with pytest.raises(ConfigError, match=r"vae\.batch_size: set by each curriculum phase \(batch_size\)"):
+        from_section(curriculum_section(tmp_path, batch_size=4), "vae")
+    with pytest.raises(ConfigError, match=r"vae\.resolution: set by each curriculum phase \(resolution\)"):
+        from_section(curriculum_section(tmp_path, resolution=32), "vae")
+    gc = from_section(curriculum_section(tmp_path, curriculum={"phases": PHASES, "gradient_checkpointing": True}))
+    assert gc.model_config().gradient_checkpointing and not gc.model.gradient_checkpointing
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"resolutoin": 16}, r"p: train_video_vae\.resolutoin: unknown key; did you mean 'resolution'\?"),
+    ({"resolution": 17}, r"resolution: 17 is not divisible by model.spatial_compression=2; use a multiple of 2 \(e.g. 16\)"),
+    ({"curriculum": {"phases": [{**PHASES[0], "resolution": 9}]}, "batch_size": None},
+     r"curriculum phase 'A' resolution: 9 is not divisible"),
+    ({"early_stopping": {"patience": -1}}, r"early_stopping.patience: must be an integer >= 0 \(0 or null: off\)"),
+    ({"early_stopping": {"patience": 2, "monitor": ""}}, r"early_stopping.monitor: must name a logged metric"),
+    ({"loss": {"perceptual": -1.0}}, r"perceptual must be >= 0"),
+    ({"val_every": 0}, r"val_every: must be an integer >= 1 or null"),
+])
+def test_config_errors_name_the_key_and_the_fix(tmp_path, over, match):
+    sec = section(tmp_path, **over)
+    if "curriculum" in over:
+        for key in ("batch_size", "resolution", "clip_frames", "warmup_steps"):
+            sec.pop(key, None)
+    with pytest.raises(ConfigError, match=match):
+        from_section(sec, "p: train_video_vae")
+
+
+def test_early_stopping_config_builds_or_turns_off(tmp_path):
+    assert from_section(section(tmp_path)).early_stopping.build() is None  # patience 0: off
+    assert from_section(section(tmp_path, early_stopping={"patience": None})).early_stopping.build() is None
+    stop = from_section(section(tmp_path, early_stopping={"patience": 3, "min_delta": 0.01})).early_stopping.build()
+    assert (stop.monitor, stop.patience, stop.min_delta) == ("val/loss", 3, 0.01)
+
+
+def test_missing_perceptual_weights_fail_before_training(manifest, tmp_path):
+    cfg = from_section(section(tmp_path / "run", loss={"perceptual": 0.1,
+                                                       "perceptual_weights": str(tmp_path / "nope.pth")}))
+    with pytest.raises(PerceptualWeightsMissing, match="nope.pth"):
+        make_trainer(cfg, manifest)
+    assert not (tmp_path / "run").exists()
