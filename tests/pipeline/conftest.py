@@ -24,6 +24,21 @@ TINY = {
                   "model": {"scale": 4, "channels": 8, "blocks": 1, "text_dim": 0}, "disc_channels": 8,
                   "crop": 32, "clip_frames": 4, "clip_stride": 1, "val_clips": 2},
     "eval_apt": {"strip_clips": 2, "batch_size": 2},
+    "synth_speech": {"workers": 1},
+    "train_video_vae": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2,
+                        "resolution": 16, "clip_frames": 4, "clip_stride": 1, "val_clips": 2, "val_every": 2},
+    "train_curriculum": {"checkpoint_every": 2, "log_every": 2, "clip_stride": 1, "val_clips": 2, "val_every": 2,
+                         "curriculum": {"phases": [
+                             {"name": "low", "resolution": 16, "frames": 4, "batch_size": 2, "lr": 0.001, "steps": 2},
+                             {"name": "high", "resolution": 32, "frames": 4, "batch_size": 2, "lr": 0.001,
+                              "steps": 2}]}},
+    "train_audio_vae": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2,
+                        "val_every": 2, "val_clips": 2, "crop_frames": 16},
+    "eval_vae": {"clips": 2, "strip_clips": 1, "batch_size": 2},
+    "eval_audio_vae": {"clips": 2, "griffin_lim_iters": 4, "spectrogram_clips": 1},
+    "train_cad_vlm": {"epochs": 1, "batch_size": 4, "warmup_steps": 0, "checkpoint_every": 2, "log_every": 1,
+                      "image_size": 32, "model": {"channels": 8, "embed_dim": 16, "hidden": 32}},
+    "eval_cad_vlm": {"max_images": 4, "grid_rows": 2, "render_size": 64, "chamfer_points": 256},
 }
 
 

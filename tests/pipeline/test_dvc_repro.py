@@ -114,3 +114,34 @@ def test_dvc_repro_eval_apt_then_an_experiment_shows_beside_it(clone):
     assert params["lr"] == 0.001
     exp_metrics = lr_high["data"]["metrics"]["reports/eval_apt/metrics.json"]["data"]
     assert exp_metrics["G"]["psnr"] != ev["G"]["psnr"]  # trained again from scratch with the new lr
+
+
+def test_dvc_repro_eval_vae_trains_both_video_vaes_and_the_audio_vae(clone):
+    out = run(["dvc", "repro", "eval_vae"], clone).stdout
+    for stage in ("synth_speech", "train_video_vae", "train_curriculum", "train_audio_vae", "eval_vae"):
+        assert f"Running stage '{stage}'" in out, stage
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)[""]["data"]
+    assert shown["reports/eval_vae/metrics.json"]["data"]["video"]["clips"] == 2  # what `dvc exp show` reads
+    metrics = json.loads((clone / "reports/eval_vae/metrics.json").read_text())
+    video, audio = metrics["video"], metrics["audio"]
+    assert set(video["points"]) == {"16px_4f", "32px_4f"}  # the tiny curriculum's two phases
+    for run_name in ("train_video_vae", "train_curriculum"):
+        for point in video["points"]:
+            row = video[run_name][point]
+            assert row["vae"]["psnr"] > 0 and "bicubic_values" in row
+    assert {"vae", "baseline", "mel_inversion"} <= set(audio) and audio["clips"] == 2
+    curriculum = json.loads((clone / "data/models/train_curriculum/final/curriculum.json").read_text())
+    assert [(p["name"], p["start"], p["end"]) for p in curriculum["history"]] == [("low", 0, 2), ("high", 2, 4)]
+    wavs = list((clone / "data/raw/speech_synth/wavs").glob("*.wav"))
+    assert len(wavs) == 6  # every labelled tiny video spoken
+
+
+def test_dvc_repro_eval_cad_vlm_scores_the_model_and_both_baselines(clone):
+    out = run(["dvc", "repro", "eval_cad_vlm"], clone).stdout
+    assert "Running stage 'train_cad_vlm'" in out and "Running stage 'eval_cad_vlm'" in out
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)[""]["data"]
+    metrics = shown["reports/eval_cad_vlm/metrics.json"]["data"]
+    assert {"model", "nn_retrieval", "most_frequent"} <= set(metrics)
+    assert metrics["model"]["parse_rate"] == 1.0  # constrained decoding only writes valid code
+    assert (clone / "reports/eval_cad_vlm/grid.png").stat().st_size > 0
+    assert (clone / "reports/train_cad_vlm/convergence.md").is_file()
