@@ -96,16 +96,17 @@ class LogMel(nn.Module):
 
 
 def mel_to_audio(logmel: np.ndarray, cfg: MelConfig = MelConfig(), *, n_iter: int = 32,
-                 length: int | None = None) -> np.ndarray:
+                 length: int | None = None, seed: int | None = None) -> np.ndarray:
     """Invert a log-mel to a wave with Griffin-Lim (librosa): the "mel inversion" baseline of evaluation.
 
     The mel is mapped back to a linear spectrogram by non-negative least squares, then ``n_iter`` rounds
-    of Griffin-Lim estimate phase; ``length`` trims or pads the result to a known sample count.
+    of Griffin-Lim estimate phase (starting from a random phase drawn from ``seed``: give one for
+    reproducible scores); ``length`` trims or pads the result to a known sample count.
     """
-    mel = np.exp(np.asarray(logmel, dtype=np.float32))
-    wave = librosa.feature.inverse.mel_to_audio(mel, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                                                window="hann", center=True, pad_mode="constant", power=cfg.power,
-                                                n_iter=n_iter, length=length, fmin=cfg.fmin, fmax=cfg.fmax)
+    stft = librosa.feature.inverse.mel_to_stft(np.exp(np.asarray(logmel, dtype=np.float32)), sr=cfg.sample_rate,
+                                               n_fft=cfg.n_fft, power=cfg.power, fmin=cfg.fmin, fmax=cfg.fmax)
+    wave = librosa.griffinlim(stft, n_iter=n_iter, hop_length=cfg.hop_length, n_fft=cfg.n_fft, window="hann",
+                              center=True, pad_mode="constant", length=length, random_state=seed)
     return wave.astype(np.float32)
 
 

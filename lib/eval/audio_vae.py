@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.audio.features import LogMel, MelConfig, log_spectral_distance
+from lib.audio.features import LogMel, MelConfig, log_spectral_distance, mel_to_audio
 from lib.audio.folder import AudioFolderConfig, load_audio, scan_audio_folder
 from lib.config import ConfigError, load_section, read_params
 from lib.io import DataError
@@ -125,16 +124,6 @@ def vae_log_mel(vae: AudioVAE, logmel: torch.Tensor) -> tuple[torch.Tensor, torc
     return vae.decode(mean, num_frames=logmel.shape[1])[0], kl_divergence(mean, logvar)[0]
 
 
-def griffin_lim(logmel: np.ndarray, mel: MelConfig, *, n_iter: int, length: int, seed: int) -> np.ndarray:
-    """Invert a log-mel to a wave: :func:`lib.audio.features.mel_to_audio`'s NNLS + Griffin-Lim (same STFT
-    settings), with the initial phase drawn from ``seed`` so the result is reproducible."""
-    stft = librosa.feature.inverse.mel_to_stft(np.exp(np.asarray(logmel, dtype=np.float32)), sr=mel.sample_rate,
-                                               n_fft=mel.n_fft, power=mel.power, fmin=mel.fmin, fmax=mel.fmax)
-    wave = librosa.griffinlim(stft, n_iter=n_iter, hop_length=mel.hop_length, n_fft=mel.n_fft, window="hann",
-                              center=True, pad_mode="constant", length=length, random_state=seed)
-    return wave.astype(np.float32)
-
-
 def mel_distances(estimate: torch.Tensor, target: torch.Tensor, mel: MelConfig) -> dict[str, float]:
     """Return ``mel_l1`` (nats) and ``mel_lsd_db`` between two log-mels ``[n_mels, F]``."""
     diff = (estimate.double() - target.double())
@@ -177,7 +166,7 @@ def evaluate(vae: AudioVAE, cfg: AudioVAETrainConfig, clips: list[tuple[str, np.
         candidates = {"mel_inversion": x, "vae": floor_log_mel(decoded, mel),
                       "baseline": floor_log_mel(baseline_log_mel(x, baseline)[1], mel)}
         for name, logmel in candidates.items():
-            audio = griffin_lim(logmel.numpy(), mel, n_iter=n_iter, length=wave.size, seed=seed + k)
+            audio = mel_to_audio(logmel.numpy(), mel, n_iter=n_iter, length=wave.size, seed=seed + k)
             scores[name]["lsd_db"].append(log_spectral_distance(wave, audio, n_fft=mel.n_fft,
                                                                 hop_length=mel.hop_length))
             for key, value in mel_distances(logmel, x, mel).items():
@@ -275,5 +264,5 @@ def evaluate_audio_vae(params_path: str | Path, report_dir: Path) -> tuple[dict,
 
 
 __all__ = ["SPECTROGRAM_PNG", "WEIGHTS", "Baseline", "EvalAudioVAEConfig", "baseline_log_mel", "baseline_shape",
-           "evaluate", "evaluate_audio_vae", "floor_log_mel", "griffin_lim", "mel_distances", "render_section",
+           "evaluate", "evaluate_audio_vae", "floor_log_mel", "mel_distances", "render_section",
            "spectrogram_png", "vae_log_mel", "validation_clips"]
