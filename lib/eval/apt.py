@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file
 from torch import nn
 
 from lib.data.clips import ClipSpec
@@ -31,6 +30,7 @@ from lib.data.video_dataset import SSv2ClipDataset
 from lib.models.video_sr import VideoSRConfig, VideoSRGenerator
 from lib.train.apt import APTConfig, center_crop, to_signed
 from lib.video.degrade import bicubic_upsample, degrade, to_unit, validation_generator
+from lib.train.checkpoint import load_trained
 
 SSIM_SIGMA, SSIM_TAPS, SSIM_K1, SSIM_K2 = 1.5, 11, 0.01, 0.03
 
@@ -133,12 +133,7 @@ def validation_ids(cfg: APTConfig, manifest: str | Path) -> list[str]:
 
 def load_generator(path: str | Path, config: VideoSRConfig) -> VideoSRGenerator:
     """Return a :class:`VideoSRGenerator` with the weights of a ``.safetensors`` file (strict keys), in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no generator weights; run `dvc repro train_apt` first")
-    model = VideoSRGenerator(config)
-    model.load_state_dict(load_file(str(path)), strict=True)
-    return model.eval()
+    return load_trained(VideoSRGenerator(config), path, "train_apt")
 
 
 @torch.no_grad()

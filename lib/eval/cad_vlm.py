@@ -40,6 +40,7 @@ from lib.cad.tokenizer import ARGS, CADTokenizer
 from lib.eval.cad_geometry import code_accuracy, geometry_scores, summarize_geometry
 from lib.models.cad_vlm import CADVLM, CADVLMConfig
 from lib.train.cad_vlm import to_model_input
+from lib.train.checkpoint import load_trained
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,7 @@ class EvalCADVLMConfig:
 
 def load_compact_model(path: str | Path, config: CADVLMConfig, tokenizer: CADTokenizer) -> CADVLM:
     """The compact model with the weights in ``path`` (``final/raw/cad_vlm.safetensors``), in eval mode."""
-    from lib.train.lora import init_from
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: trained weights not found; run `dvc repro train_cad_vlm` first")
-    model = CADVLM(config, tokenizer.vocab_size, pad_id=tokenizer.pad_id)
-    init_from(model, path)
-    return model.eval()
+    return load_trained(CADVLM(config, tokenizer.vocab_size, pad_id=tokenizer.pad_id), path, "train_cad_vlm")
 
 
 def decode_or_none(ids: Sequence[int], tokenizer: CADTokenizer) -> str | None:

@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from lib.config import ConfigError, from_dict, load_section, read_params
 from lib.eval.apt import SSIM_TAPS, psnr, ssim, strip_png
@@ -49,6 +48,7 @@ from lib.models.video_vae import VideoVAE, VideoVAEConfig
 from lib.ssv2.ingest import IngestSSv2Config
 from lib.train.video_vae import MODEL, VideoVAETrainConfig, from_section, kl_per_element, validation_clips
 from lib.video.degrade import to_unit
+from lib.train.checkpoint import load_trained
 
 TRAINERS = ("train_video_vae", "train_curriculum")  # params sections (and DVC stages) of video VAE trainers
 
@@ -79,16 +79,7 @@ def point_name(resolution: int, frames: int) -> str:
 
 def load_vae(path: str | Path, config: VideoVAEConfig, stage: str = "train_video_vae") -> VideoVAE:
     """Return a :class:`VideoVAE` with the weights of ``path`` (strict keys), in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no video VAE weights; run `dvc repro {stage}` first")
-    model = VideoVAE(config)
-    try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except RuntimeError as err:
-        raise ConfigError(f"{path}: weights do not match {stage}.model in the params file ({err}); "
-                          f"retrain with `dvc repro {stage}` or restore the model params it was trained with") from None
-    return model.eval()
+    return load_trained(VideoVAE(config), path, stage)
 
 
 # ----------------------------------------------------------------------------- baseline

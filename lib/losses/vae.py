@@ -119,6 +119,20 @@ def perceptual_distance(vgg: nn.Module, x_hat: torch.Tensor, x: torch.Tensor) ->
     return torch.stack([F.l1_loss(f, t) for f, t in zip(feats, target)]).mean()
 
 
+def _recon_kl(who: str, prefix: str, recon_kind: str, beta: float, warmup_steps: int, x: torch.Tensor,
+              x_hat: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+              step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The part every VAE loss shares: ``recon + kl_weight(step) * KL`` (KL per latent element) and its stats."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"{who}: x_hat is {list(x_hat.shape)} but x is {list(x.shape)}")
+    recon = _recon(recon_kind, x_hat, x)
+    kl = reduce_kl(kl_divergence(mean, logvar), "mean")
+    weight = kl_weight(step, beta, warmup_steps)
+    stats = {f"{prefix}/recon": recon.item(), f"{prefix}/kl": kl.item(), f"{prefix}/kl_weight": weight,
+             f"{prefix}/logvar": logvar.detach().mean().item()}
+    return recon + weight * kl, stats
+
+
 class VideoVAELoss(nn.Module):
     """``recon(x_hat, x) + kl_weight(step) * KL + perceptual * VGG-L1``.
 
@@ -138,14 +152,7 @@ class VideoVAELoss(nn.Module):
                 step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the total loss and float stats (``vae/*``) for optimiser step ``step``."""
         w = self.weights
-        if x.shape != x_hat.shape:
-            raise ValueError(f"VideoVAELoss: x_hat is {list(x_hat.shape)} but x is {list(x.shape)}")
-        recon = _recon(w.recon, x_hat, x)
-        kl = reduce_kl(kl_divergence(mean, logvar), "mean")
-        beta = kl_weight(step, w.beta, w.kl_warmup_steps)
-        loss = recon + beta * kl
-        stats = {"vae/recon": recon.item(), "vae/kl": kl.item(), "vae/kl_weight": beta,
-                 "vae/logvar": logvar.detach().mean().item()}
+        loss, stats = _recon_kl("VideoVAELoss", "vae", w.recon, w.beta, w.kl_warmup_steps, x, x_hat, mean, logvar, step)
         if self.vgg is not None:
             if x.shape[1] != 3:
                 raise ValueError(f"VideoVAELoss: the perceptual term needs RGB (3 channels), got {x.shape[1]}; "
@@ -281,14 +288,8 @@ class AudioVAELoss:
                  step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the total loss and float stats (``avae/*``) for optimiser step ``step``."""
         w = self.weights
-        if x.shape != x_hat.shape:
-            raise ValueError(f"AudioVAELoss: x_hat is {list(x_hat.shape)} but x is {list(x.shape)}")
-        recon = _recon(w.recon, x_hat, x)
-        kl = reduce_kl(kl_divergence(mean, logvar), "mean")
-        beta = kl_weight(step, w.beta, w.kl_warmup_steps)
-        loss = recon + beta * kl
-        stats = {"avae/recon": recon.item(), "avae/kl": kl.item(), "avae/kl_weight": beta,
-                 "avae/logvar": logvar.detach().mean().item()}
+        loss, stats = _recon_kl("AudioVAELoss", "avae", w.recon, w.beta, w.kl_warmup_steps, x, x_hat, mean, logvar,
+                                step)
         if w.stft > 0:
             spec = multi_resolution_mel_loss(x_hat, x, w.stft_pools)
             loss = loss + w.stft * spec

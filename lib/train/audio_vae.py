@@ -42,7 +42,7 @@ from torch import nn
 from lib.audio.dataset import AudioCropDataset, iterate_audio_steps
 from lib.audio.features import MelConfig
 from lib.audio.folder import AudioFolderConfig, scan_audio_folder
-from lib.config import ConfigError, to_dict
+from lib.config import ConfigError
 from lib.losses.vae import AudioVAELoss, AudioVAELossWeights, multi_resolution_mel_loss
 from lib.models.audio_vae import AudioVAE, AudioVAEConfig
 from lib.quarantine import QuarantineEntry
@@ -50,6 +50,7 @@ from lib.train.config import TrainConfig, flatten_section, split_section
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
 from lib.train.curriculum import MODES, EarlyStopping
 from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn
+from lib.train.checkpoint import load_trained
 
 log = logging.getLogger(__name__)
 
@@ -320,18 +321,7 @@ def make_trainer(cfg: AudioVAETrainConfig, data: AudioData, **trainer_kwargs: An
 
 def load_vae(path: str | Path, config: AudioVAEConfig) -> AudioVAE:
     """Return an :class:`AudioVAE` with the weights of a ``.safetensors`` file (strict keys), in eval mode."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no audio VAE weights; run `dvc repro train_audio_vae` first")
-    model = AudioVAE(config)
-    try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except RuntimeError as err:
-        raise ConfigError(f"{path}: weights do not fit train_audio_vae.model {to_dict(config)} ({err}); "
-                          f"retrain or restore the model params they were trained with") from err
-    return model.eval()
+    return load_trained(AudioVAE(config), path, "train_audio_vae")
 
 
 __all__ = ["METRICS", "MODEL", "TERMS", "TRAJECTORY_CODE", "AudioData", "AudioVAETrainConfig", "EarlyStoppingConfig",

@@ -189,3 +189,25 @@ __all__ = [
     "prune_checkpoints",
     "save_checkpoint",
 ]
+
+
+def load_trained(model: torch.nn.Module, path: str | Path, stage: str) -> torch.nn.Module:
+    """Load a run's exported weights (``final/{raw,ema}/<name>.safetensors``) into ``model`` with strict keys and
+    return it in eval mode: what every evaluation stage does with a trainer stage's output.
+
+    A missing file raises FileNotFoundError naming ``dvc repro <stage>``; weights that do not fit the model
+    (the model params changed since training) raise :class:`lib.config.ConfigError` naming ``<stage>.model``.
+    """
+    from safetensors.torch import load_file
+
+    from lib.config import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained weights; run `dvc repro {stage}` first")
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as err:
+        raise ConfigError(f"{path}: weights do not fit {stage}.model in the params file ({err}); retrain with "
+                          f"`dvc repro {stage}` or restore the model params they were trained with") from None
+    return model.eval()

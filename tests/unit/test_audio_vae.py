@@ -10,15 +10,6 @@ from lib.losses.vae import AudioVAELoss, AudioVAELossWeights
 from lib.models.audio_vae import AudioVAE, AudioVAEConfig, audio_latent_shape
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: these convs are tiny, and 2 OpenMP threads on a busy 2-core box spin ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(**kw) -> AudioVAE:
     torch.manual_seed(0)
     return AudioVAE(AudioVAEConfig(**{"n_mels": 16, "channels": 16, "latent_channels": 4, **kw}))

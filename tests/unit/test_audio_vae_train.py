@@ -54,11 +54,7 @@ def folder(tmp_path_factory) -> AudioFolderConfig:
 
 @pytest.fixture(autouse=True)
 def _tiny(tmp_path, monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: one thread is faster on a shared CPU
     monkeypatch.chdir(tmp_path)
-    yield
-    torch.set_num_threads(threads)
 
 
 def section(out_dir, **kw):

@@ -13,15 +13,6 @@ from lib.models.cad_vlm import CADVLM, CADVLMConfig, cad_loss
 TOK = CADTokenizer()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A model this small runs many times faster on one thread than on contended intra-op threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def model(**kw) -> CADVLM:
     torch.manual_seed(0)
     return CADVLM(CADVLMConfig(**kw), TOK.vocab_size, pad_id=TOK.pad_id)

@@ -42,15 +42,6 @@ class Killed(RuntimeError):
     pass
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A model this small runs faster on one thread than on contended intra-op threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """12 synthetic models rendered at 64 px: 27 train / 9 validation conversations."""

@@ -16,15 +16,6 @@ TV_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256)
             17: (256, 512), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512), 28: (512, 512)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: 2 OpenMP threads on a busy 2-core box spin far slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tv_state() -> dict[str, torch.Tensor]:
     """A random state dict in the layout of torchvision's full vgg16 (features + a small classifier stand-in)."""

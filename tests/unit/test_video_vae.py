@@ -12,15 +12,6 @@ from lib.models.video_vae import (GPU_PRESET, LOGVAR_MAX, CausalConv3d, VideoVAE
                                   reparameterize)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: these convs are tiny, and 2 OpenMP threads on a busy 2-core box spin ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(**kw) -> VideoVAE:
     torch.manual_seed(0)
     return VideoVAE(VideoVAEConfig(**{"channels": 8, "blocks": 1, **kw}))

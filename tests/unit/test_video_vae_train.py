@@ -59,7 +59,6 @@ def curriculum_section(out_dir, **over):
 
 
 def test_square_crop_spans_the_short_side_and_resizes():
-    torch.set_num_threads(1)
     cols = torch.arange(W, dtype=torch.uint8).repeat(H, 1)  # pixel value = column index
     video = cols[None, None, None].expand(2, 3, 2, H, W).contiguous()
     full = square_resize_crop(video, H, torch.Generator().manual_seed(0))  # no resize: a plain window
@@ -75,7 +74,6 @@ def test_square_crop_spans_the_short_side_and_resizes():
 
 
 def test_data_shapes_per_phase_and_resume_position(manifest, tmp_path):
-    torch.set_num_threads(1)
     cfg = from_section(curriculum_section(tmp_path / "run"))
     data = make_data_fn(cfg, manifest)
     a, b = cfg.curriculum.phases
@@ -94,7 +92,6 @@ def test_data_shapes_per_phase_and_resume_position(manifest, tmp_path):
 
 
 def test_resume_mid_phase_through_the_curriculum_is_exact(manifest, tmp_path):
-    torch.set_num_threads(1)
 
     class Killed(Exception):
         pass
@@ -127,7 +124,6 @@ def test_resume_mid_phase_through_the_curriculum_is_exact(manifest, tmp_path):
 
 
 def test_a_few_steps_lower_the_validation_loss(manifest, tmp_path):
-    torch.set_num_threads(1)
     cfg = from_section(section(tmp_path / "run", steps=40, val_every=40, checkpoint_every=40, log_every=5,
                                resolution=8, clip_frames=2, batch_size=4, lr=0.01))
     trainer = make_trainer(cfg, manifest)
