@@ -100,3 +100,16 @@ def bad_root(root: Path) -> tuple[list[str], dict[str, str]]:
     expected.update({"../../../etc/passwd": "path_escape", "0009/00009999": "missing_model",
                      "0003/00003000": "not_in_split"})
     return list(good), expected
+
+
+# A 0.5 x 0.5 x 0.25 box as CAD code (lib/deepcad/cadcode.py): volumes and token counts are known by hand.
+BOX_CODE = """bbox min=(0.0000,0.0000,0.0000) max=(0.5000,0.5000,0.2500)
+extrude 1: new_body one_side e1=0.2500 e2=0.0000
+  plane o=(0.0000,0.0000,0.0000) x=(1.0000,0.0000,0.0000) y=(0.0000,1.0000,0.0000) n=(0.0000,0.0000,1.0000)
+    profile
+      loop outer
+        line (0.0000,0.0000)->(0.5000,0.0000)
+        line (0.5000,0.0000)->(0.5000,0.5000)
+        line (0.5000,0.5000)->(0.0000,0.5000)
+        line (0.0000,0.5000)->(0.0000,0.0000)
+"""

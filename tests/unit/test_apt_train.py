@@ -1,17 +1,16 @@
 """APT training on a tiny manifest: config split, finite losses, checkpoints/final weights, exact resume."""
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from lib.config import ConfigError
 from lib.train.apt import from_section, loader_config, make_data_fn, make_trainer, to_section
 from lib.train.checkpoint import latest_checkpoint
 from lib.video.encode import EncodeSettings, write_video
 from tests.helpers.ssv2_data import moving_frames
+from tests.helpers.training import final_weights, run_killed_at
 
 H, W = 64, 96  # decord needs widths it can copy row-aligned; the helpers use 64x96
 
@@ -76,15 +75,6 @@ def test_data_is_a_function_of_the_step(manifest):
         assert torch.equal(x["hq"], y["hq"]) and torch.equal(x["lq"], y["lq"])
 
 
-class Killed(Exception):
-    """Stands in for a SIGKILL in the middle of a step."""
-
-
-def _final(out_dir):
-    return {f"{kind}/{f.stem}": load_file(str(f))
-            for kind in ("raw", "ema") for f in sorted((Path(out_dir) / "final" / kind).glob("*.safetensors"))}
-
-
 def test_train_finite_checkpoints_and_exact_resume(tmp_path, manifest):
     cfg_a = from_section(tiny_section(tmp_path / "a"))
     trainer = make_trainer(cfg_a, loader_config(cfg_a, manifest))
@@ -92,27 +82,18 @@ def test_train_finite_checkpoints_and_exact_resume(tmp_path, manifest):
     for key in ("d/loss", "g/loss", "g/adv", "g/fm", "D/accuracy", "G/fake_std"):
         assert math.isfinite(metrics[key]), key
     assert latest_checkpoint(tmp_path / "a").name == "step-000006"
-    a = _final(tmp_path / "a")
+    a = final_weights(tmp_path / "a")
     assert set(a) == {"raw/G", "raw/D", "ema/G"}
 
     # run b is killed during step 5 (checkpoint at step 4 exists) and resumed by a fresh trainer
     cfg_b = from_section(tiny_section(tmp_path / "b"))
     trainer_b = make_trainer(cfg_b, loader_config(cfg_b, manifest))
-    step_fn = trainer_b.step_fn
-
-    def killed_at_5(trainer, batch, step):
-        if step == 5:
-            raise Killed
-        return step_fn(trainer, batch, step)
-
-    trainer_b.step_fn = killed_at_5
-    with pytest.raises(Killed):
-        trainer_b.run()
+    run_killed_at(trainer_b, 5)
     assert not (tmp_path / "b" / "final").exists()
     resumed = make_trainer(cfg_b, loader_config(cfg_b, manifest))
     assert resumed.resumed_from.name == "step-000004" and resumed.step == 4
     resumed.run()
-    b = _final(tmp_path / "b")
+    b = final_weights(tmp_path / "b")
     for key in a:
         for name in a[key]:
             assert torch.allclose(a[key][name], b[key][name], atol=1e-6), f"{key}:{name}"

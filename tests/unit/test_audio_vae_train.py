@@ -2,14 +2,12 @@
 counts, exact resume after a kill, the loss going down, early stopping, the run fingerprint."""
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from safetensors.torch import load_file
 
 from lib.audio.folder import AudioFolderConfig
 from lib.config import ConfigError
@@ -23,6 +21,7 @@ from lib.train.audio_vae import (
     validation_batch,
 )
 from lib.train.checkpoint import latest_checkpoint
+from tests.helpers.training import final_weights, run_killed_at
 
 SR = 8000
 MEL = {"sample_rate": SR, "n_fft": 256, "hop_length": 64, "n_mels": 16}
@@ -108,15 +107,6 @@ def test_data_shapes_quarantine_and_resumed_order(folder, caplog):
     assert val.shape == (2, 16, 16) and torch.equal(val, validation_batch(cfg, data.validation))
 
 
-class Killed(Exception):
-    """Stands in for a SIGKILL in the middle of a step."""
-
-
-def _final(out_dir):
-    return {f"{kind}/{f.stem}": load_file(str(f))
-            for kind in ("raw", "ema") for f in sorted((Path(out_dir) / "final" / kind).glob("*.safetensors"))}
-
-
 def test_exact_resume_after_a_kill(tmp_path, folder):
     cfg_a = from_section(section(tmp_path / "a"))
     data = load_audio_data(cfg_a, folder)
@@ -125,26 +115,17 @@ def test_exact_resume_after_a_kill(tmp_path, folder):
                 "val/spectral"):
         assert math.isfinite(metrics[key]), key
     assert latest_checkpoint(tmp_path / "a").name == "step-000006"
-    a = _final(tmp_path / "a")
+    a = final_weights(tmp_path / "a")
     assert set(a) == {"raw/vae", "ema/vae"}
 
     cfg_b = from_section(section(tmp_path / "b"))
     trainer_b = make_trainer(cfg_b, data)
-    step_fn = trainer_b.step_fn
-
-    def killed_at_5(trainer, batch, step):
-        if step == 5:
-            raise Killed
-        return step_fn(trainer, batch, step)
-
-    trainer_b.step_fn = killed_at_5
-    with pytest.raises(Killed):
-        trainer_b.run(progress=False)
+    run_killed_at(trainer_b, 5)
     assert not (tmp_path / "b" / "final").exists()
     resumed = make_trainer(cfg_b, data)
     assert resumed.resumed_from.name == "step-000004" and resumed.step == 4
     resumed.run(progress=False)
-    b = _final(tmp_path / "b")
+    b = final_weights(tmp_path / "b")
     for key in a:
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}:{name}"

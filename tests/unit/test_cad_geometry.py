@@ -19,18 +19,9 @@ from lib.eval.cad_geometry import (
     volumetric_iou,
     winding_number,
 )
+from tests.helpers.deepcad_data import BOX_CODE as BOX
 
 TOK = CADTokenizer()
-BOX = """bbox min=(0.0000,0.0000,0.0000) max=(0.5000,0.5000,0.2500)
-extrude 1: new_body one_side e1=0.2500 e2=0.0000
-  plane o=(0.0000,0.0000,0.0000) x=(1.0000,0.0000,0.0000) y=(0.0000,1.0000,0.0000) n=(0.0000,0.0000,1.0000)
-    profile
-      loop outer
-        line (0.0000,0.0000)->(0.5000,0.0000)
-        line (0.5000,0.0000)->(0.5000,0.5000)
-        line (0.5000,0.5000)->(0.0000,0.5000)
-        line (0.0000,0.5000)->(0.0000,0.0000)
-"""
 # statements: bbox extrude plane profile loop line*4 = 9; arguments: 6 + 4 + 12 + 0 + 1 + 4*4 = 39
 N_STMTS, N_ARGS = 9, 39
 

@@ -12,21 +12,12 @@ from lib.deepcad.parse import load_model, parse_model
 from lib.deepcad.schema import Arc, Circle, Line
 from lib.deepcad.synth import FAMILIES, make_model
 from tests.helpers.deepcad_data import FIXTURE
+from tests.helpers.deepcad_data import BOX_CODE as BOX
 
 TOK = CADTokenizer()
 # Grid steps written out from the documented ranges (not read back from the tokenizer).
 STEP = {"coord": 2 / 256, "sketch": 4 / 256, "unit": 2 / 254, "angle": 4 * math.pi / 256}
 
-BOX = """bbox min=(0.0000,0.0000,0.0000) max=(0.5000,0.5000,0.2500)
-extrude 1: new_body one_side e1=0.2500 e2=0.0000
-  plane o=(0.0000,0.0000,0.0000) x=(1.0000,0.0000,0.0000) y=(0.0000,1.0000,0.0000) n=(0.0000,0.0000,1.0000)
-    profile
-      loop outer
-        line (0.0000,0.0000)->(0.5000,0.0000)
-        line (0.5000,0.0000)->(0.5000,0.5000)
-        line (0.5000,0.5000)->(0.0000,0.5000)
-        line (0.0000,0.5000)->(0.0000,0.0000)
-"""
 
 
 def synth_sequences(n=200, seed=5):

@@ -33,13 +33,10 @@ from lib.train.cad_vlm import (
     validation_loss,
 )
 from lib.train.checkpoint import latest_checkpoint
+from tests.helpers.training import run_killed_at
 from tests.helpers.cad_vlm_data import write_cad_conversations
 
 TOK = CADTokenizer()
-
-
-class Killed(RuntimeError):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -159,16 +156,7 @@ def test_exact_resume_after_a_kill(tiny, tmp_path):
 
     cfg_b = from_section(section(tmp_path / "b"))
     trainer_b = make_trainer(cfg_b, data)
-    step_fn = trainer_b.step_fn
-
-    def killed_at_6(trainer, batch, step):
-        if step == 6:
-            raise Killed
-        return step_fn(trainer, batch, step)
-
-    trainer_b.step_fn = killed_at_6
-    with pytest.raises(Killed):
-        trainer_b.run(progress=False)
+    run_killed_at(trainer_b, 6)
     assert not (tmp_path / "b" / "final").exists()
     resumed = make_trainer(cfg_b, data)
     assert resumed.resumed_from.name == "step-000004" and resumed.step == 4

@@ -5,7 +5,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from lib.config import ConfigError
 from lib.losses.vae import VideoVAELoss
@@ -21,6 +20,7 @@ from lib.train.video_vae import (
     to_section,
 )
 from lib.video.encode import EncodeSettings, write_video
+from tests.helpers.training import final_weights, run_killed_at
 from tests.helpers.ssv2_data import moving_frames
 
 H, W = 32, 64
@@ -93,33 +93,20 @@ def test_data_shapes_per_phase_and_resume_position(manifest, tmp_path):
 
 def test_resume_mid_phase_through_the_curriculum_is_exact(manifest, tmp_path):
 
-    class Killed(Exception):
-        pass
-
     whole = make_trainer(from_section(curriculum_section(tmp_path / "whole")), manifest)
     whole.run(progress=False)
     assert whole.stop_reason == "curriculum" and whole.state.step == 6
     assert "val/psnr" in whole.state.metrics and whole.state.metrics["curriculum/resolution"] == 16
 
     cfg = from_section(curriculum_section(tmp_path / "killed"))
-    first = make_trainer(cfg, manifest)
-    inner = first.step_fn
-
-    def dies_at_5(trainer, batch, step):
-        if step == 5:  # phase B runs steps 3..5; the last checkpoint is at step 4
-            raise Killed
-        return inner(trainer, batch, step)
-
-    first.step_fn = dies_at_5
-    with pytest.raises(Killed):
-        first.run(progress=False)
+    run_killed_at(make_trainer(cfg, manifest), 5)  # phase B runs steps 3..5; the last checkpoint is at step 4
     again = make_trainer(cfg, manifest)
     assert again.resumed_from is not None and again.resumed_from.name == "step-000004"
     assert again.curriculum.phase.name == "B" and again.curriculum.phase_start_step == 3
     again.run(progress=False)
 
-    ref = load_file(str(tmp_path / "whole/final/raw/vae.safetensors"))
-    got = load_file(str(tmp_path / "killed/final/raw/vae.safetensors"))
+    ref = final_weights(tmp_path / "whole")["raw/vae"]
+    got = final_weights(tmp_path / "killed")["raw/vae"]
     assert set(ref) == set(got) and all(torch.equal(ref[k], got[k]) for k in ref)
 
 
