@@ -7,7 +7,6 @@ file) goes through :func:`safe_join`, so it cannot escape its data root.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -119,11 +118,10 @@ def remove_unlisted(directory: str | Path, keep: set[str]) -> int:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (fsynced temp file + rename); return ``path``."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 
@@ -143,24 +141,6 @@ def atomic_write_parquet(path: str | Path, frame: Any) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return path
-
-
-def source_digest(*modules: str) -> str:
-    """Return a short sha256 over the source files of the named modules (e.g. ``"lib.ssv2.motion"``).
-
-    Outputs that persist between runs record it, so a change of the code that made them is noticed
-    even when no input or param changed.
-    """
-    import importlib.util
-
-    h = hashlib.sha256()
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"source_digest: no module {name!r}")
-        h.update(name.encode())
-        h.update(Path(spec.origin).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def read_json(path: str | Path) -> Any:

@@ -23,13 +23,17 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 import soxr
+from annotated_types import Doc, Ge, MinLen
 from tqdm import tqdm
 
+from lib.config import Checked
+from lib.identity import code_digest
 from lib.io import (
     DataError,
     UnsafePathError,
@@ -39,7 +43,6 @@ from lib.io import (
     remove_stale_temps,
     remove_unlisted,
     safe_join,
-    source_digest,
 )
 from lib.quarantine import QuarantineEntry
 from lib.shards import natural_key
@@ -63,33 +66,27 @@ ESPEAK_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
-class SynthSpeechConfig:
+class SynthSpeechConfig(Checked):
     """``synth_speech`` params: which labels to speak, with which voices, at which output rate."""
 
     out: str = "data/raw/speech_synth"
     manifest: str = "data/interim/ssv2/manifest.parquet"  # SSv2 ingest manifest: id, split, label
-    sample_rate: int = 16000
-    voices: list[str] = field(default_factory=lambda: list(DEFAULT_VOICES))
+    sample_rate: Annotated[int, Ge(8000), Doc("Hz")] = 16000
+    voices: Annotated[list[str], MinLen(1), Doc("espeak-ng voices, see `espeak-ng --voices`")] = field(
+        default_factory=lambda: list(DEFAULT_VOICES))
     speeds: list[int] = field(default_factory=lambda: [130, 190])  # [min, max] words per minute
     pitches: list[int] = field(default_factory=lambda: [30, 70])  # [min, max] espeak-ng pitch, 0..99
     seed: int = 0
-    max_items: int | None = None  # first N labelled ids in id order; None: all
-    workers: int = 2  # espeak-ng processes at once
+    max_items: Annotated[int, Ge(1)] | None = None  # first N labelled ids in id order; None: all
+    workers: Annotated[int, Ge(1)] = 2  # espeak-ng processes at once
 
     def __post_init__(self) -> None:
-        if self.sample_rate < 8000:
-            raise ValueError(f"sample_rate must be >= 8000 Hz, got {self.sample_rate}")
-        if not self.voices:
-            raise ValueError("voices must list at least one espeak-ng voice (see `espeak-ng --voices`)")
+        super().__post_init__()
         if len(self.speeds) != 2 or not 80 <= self.speeds[0] <= self.speeds[1] <= 450:
             raise ValueError(f"speeds must be [min, max] words per minute with 80 <= min <= max <= 450, "
                              f"got {self.speeds}")
         if len(self.pitches) != 2 or not 0 <= self.pitches[0] <= self.pitches[1] <= 99:
             raise ValueError(f"pitches must be [min, max] with 0 <= min <= max <= 99, got {self.pitches}")
-        if self.max_items is not None and self.max_items < 1:
-            raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -256,7 +253,7 @@ def write_speech(cfg: SynthSpeechConfig, *, progress: bool = True) -> dict[str, 
     counts (items, synthesised, kept, quarantined, seconds)."""
     exe = espeak_executable()
     check_voices(exe, cfg.voices)
-    engine = f"{espeak_version(exe)}|{source_digest('lib.audio.speech')}"
+    engine = f"{espeak_version(exe)}|{code_digest(__name__)}"
     items, quarantine = plan_speech(cfg)
     digests = {it.id: item_digest(it, cfg.sample_rate, engine) for it in items}
     _prune(cfg, digests)

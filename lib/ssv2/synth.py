@@ -11,12 +11,15 @@ import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from annotated_types import Gt
 from tqdm import tqdm
 
-from lib.config import ConfigError
-from lib.io import atomic_write_json, read_json, remove_stale_temps, source_digest
+from lib.config import Checked, ConfigError
+from lib.identity import code_digest
+from lib.io import atomic_write_json, read_json, remove_stale_temps
 from lib.ssv2.labels import bracket_template, fill_template, reference_classes
 from lib.ssv2.layout import CLASSES_FILE, SPLIT_FILES, VIDEO_SUFFIX, label_path, video_path
 from lib.video.encode import EncodeSettings, write_video
@@ -45,35 +48,34 @@ OBJECT_NAMES = [
 
 
 @dataclass(frozen=True)
-class SynthSSv2Config:
+class SynthSSv2Config(Checked):
     """``synth_ssv2`` params: how many videos, of which classes, at what size and length."""
 
     out: str = "data/raw/ssv2_synth"
     seed: int = 0
     count: int = 96
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
-    class_balance: str = "real"  # "real": proportional to the real dataset's counts; "uniform"
+    class_balance: Literal["real", "uniform"] = "real"  # real: proportional to the real dataset's counts
     min_per_class: int = 6
     split_fractions: dict[str, float] = field(
         default_factory=lambda: {"train": 0.7, "validation": 0.15, "test": 0.15})
     height: int = 240
     widths: list[int] = field(default_factory=lambda: [320, 427])
     fps: int = 12
-    min_seconds: float = 2.0
-    max_seconds: float = 4.0
+    min_seconds: Annotated[float, Gt(0)] = 2.0
+    max_seconds: float = 4.0  # >= min_seconds
     crf: int = 32
     encoder_speed: int = 8
     keyframe_interval: int = 12
     workers: int = 2
 
     def __post_init__(self) -> None:
-        if self.class_balance not in ("real", "uniform"):
-            raise ValueError(f"class_balance must be 'real' or 'uniform', got {self.class_balance!r}")
+        super().__post_init__()
         if set(self.split_fractions) - set(SPLIT_FILES):
             raise ValueError(f"split_fractions keys must be among {sorted(SPLIT_FILES)}")
         if abs(sum(self.split_fractions.values()) - 1.0) > 1e-6:
             raise ValueError(f"split_fractions must add up to 1, got {sum(self.split_fractions.values())}")
-        if not 0 < self.min_seconds <= self.max_seconds:
+        if self.min_seconds > self.max_seconds:
             raise ValueError("need 0 < min_seconds <= max_seconds")
         if self.count < len(self.templates) * self.min_per_class:
             raise ValueError(f"count={self.count} is below len(templates) * min_per_class = "
@@ -103,7 +105,8 @@ def class_counts(cfg: SynthSSv2Config) -> dict[str, int]:
     known = {c.template: c.videos for c in reference_classes()}
     for t in cfg.templates:
         if t not in known:
-            raise ConfigError(f"synth_ssv2.templates: {t!r} is not an SSv2 template (see lib/ssv2/reference/templates.tsv)")
+            raise ConfigError(f"synth_ssv2.templates: {t!r} is not an SSv2 template "
+                              "(see lib/ssv2/reference/templates.tsv)")
         if t not in SUPPORTED_TEMPLATES:
             raise ConfigError(f"synth_ssv2.templates: {t!r} has no renderer; supported: {sorted(SUPPORTED_TEMPLATES)}")
     weights = np.array([known[t] if cfg.class_balance == "real" else 1 for t in cfg.templates], dtype=float)
@@ -112,7 +115,7 @@ def class_counts(cfg: SynthSSv2Config) -> dict[str, int]:
     extra = np.floor(share).astype(int)
     for i in np.argsort(-(share - extra), kind="stable")[: spare - extra.sum()]:
         extra[i] += 1
-    return {t: cfg.min_per_class + int(e) for t, e in zip(cfg.templates, extra)}
+    return {t: cfg.min_per_class + int(e) for t, e in zip(cfg.templates, extra, strict=False)}
 
 
 def plan_dataset(cfg: SynthSSv2Config) -> list[PlannedVideo]:
@@ -131,7 +134,7 @@ def plan_dataset(cfg: SynthSSv2Config) -> list[PlannedVideo]:
     k = 0
     for template, n in counts.items():
         quotas = _split_quota(n, [cfg.split_fractions[s] for s in splits])
-        class_splits = [s for s, q in zip(splits, quotas) for _ in range(q)]
+        class_splits = [s for s, q in zip(splits, quotas, strict=False) for _ in range(q)]
         rng.shuffle(class_splits)
         for split in class_splits:
             n_obj = SUPPORTED_TEMPLATES[template]
@@ -196,10 +199,6 @@ def render_video(cfg: SynthSSv2Config, p: PlannedVideo) -> Path:
 STATE_FILE = ".synth_state.json"
 
 
-# Modules whose code decides a video's pixels or bytes: a change re-renders everything.
-RENDER_CODE = ("lib.ssv2.motion", "lib.ssv2.synth", "lib.video.encode")
-
-
 def _fingerprint(cfg: SynthSSv2Config, p: PlannedVideo, code: str) -> str:
     return json.dumps([code, cfg.seed, cfg.height, cfg.fps, cfg.crf, cfg.encoder_speed, cfg.keyframe_interval,
                        p.template, p.width, p.n_frames])
@@ -212,7 +211,7 @@ def _prune_stale_videos(cfg: SynthSSv2Config, plan: list[PlannedVideo]) -> None:
     videos rendered for another plan.
     """
     state_path = Path(cfg.out) / STATE_FILE
-    code = source_digest(*RENDER_CODE)
+    code = code_digest(__name__)  # this module's import closure decides every video's pixels and bytes
     wanted = {p.id: _fingerprint(cfg, p, code) for p in plan}
     old = read_json(state_path) if state_path.is_file() else {}
     video_dir = video_path(cfg.out, "0").parent
