@@ -5,9 +5,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from lib.config import ConfigError
 from lib.io import DataError, UnsafePathError
+from lib.locks import LockedError, exclusive
 
 
 def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -20,13 +22,13 @@ def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def run_stage(main: Callable[[], int | None]) -> None:
-    """Run a stage's main: log to stderr; a bad param, a missing or malformed input, or a failed check exits 1
-    with its message (no traceback). Anything else is a bug and keeps its traceback."""
+    """Run a stage's main: log to stderr; a bad param, a missing or malformed input, a failed check or a lock
+    held by another process exits 1 with its message (no traceback). Anything else is a bug and keeps its traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one INFO line per file of every checkpoint
     try:
         code = main()
-    except (ConfigError, DataError, UnsafePathError, FileNotFoundError, StageCheckFailed) as err:
+    except (ConfigError, DataError, UnsafePathError, FileNotFoundError, StageCheckFailed, LockedError) as err:
         logging.getLogger("stage").error("%s", err)
         sys.exit(1)
     sys.exit(code or 0)
@@ -36,44 +38,49 @@ class StageCheckFailed(RuntimeError):
     """A stage's own check (e.g. a validation threshold) failed after it wrote its report."""
 
 
-def sharded_stage_main(name: str, doc: str, *, source: tuple[str, type], config: tuple[str, type],
-                       plan: Callable, run_shard: Callable, merge: Callable) -> None:
-    """Main of a Snakemake fan-out stage: subcommands ``plan``, ``shard -i N``, ``merge`` and ``run``.
-
-    ``source`` and ``config`` are (params section, dataclass) of the dataset root and of the stage;
-    ``plan(root, shards)`` returns a :class:`lib.shards.ShardPlan`, ``run_shard(root, cfg, i, progress=)``
-    and ``merge(root, cfg)`` do the work. ``cfg`` must have ``shards``.
-    """
+def sharded_stage_main(fanout: Any, doc: str) -> None:
+    """Main of a Snakemake fan-out stage: subcommands ``plan``, ``record``, ``shard -i N``, ``merge`` and ``run``,
+    all done by ``fanout`` (a :class:`lib.shards.FanOut`) on the sections it names in the params file."""
     import json
     from collections import Counter
 
     from lib.config import load_section
 
+    name, section = fanout.name, fanout.config[0]
     log = logging.getLogger(name)
     parser = stage_parser(name, doc)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("plan", help="show the plan without writing anything")
+    sub.add_parser("plan", help="show the plan and its shard files without writing anything")
+    record = sub.add_parser("record", help="write the plan record <out>/shards/plan-<digest>.json")
     shard = sub.add_parser("shard", help="process one shard")
-    shard.add_argument("-i", "--index", type=int, required=True, help=f"shard index, 0 <= N < {config[0]}.shards")
-    sub.add_parser("merge", help="merge shard outputs")
+    shard.add_argument("-i", "--index", type=int, required=True, help=f"shard index, 0 <= N < {section}.shards")
+    for p in (record, shard):
+        p.add_argument("--digest", help="the digest the caller planned with (Snakemake passes the one in the file "
+                                        "name); refuse to write anything when the digest now differs")
+    sub.add_parser("merge", help="verify and merge the plan's shards")
     sub.add_parser("run", help="every shard, then merge, in this process (no Snakemake)")
     args = parser.parse_args()
 
-    root = load_section(args.params, source[0], source[1]).root
-    cfg = load_section(args.params, config[0], config[1])
+    root = load_section(args.params, fanout.source[0], fanout.source[1]).root
+    cfg = load_section(args.params, section, fanout.config[1])
     progress = not args.no_progress
     if args.command == "plan":
-        p = plan(root, cfg.shards)
+        p, ident = fanout.identity(root, cfg)
         print(json.dumps({"items": len(p.items),
                           "per_shard": dict(sorted(Counter(it.shard for it in p.items).items())),
-                          "quarantine": dict(Counter(q.reason for q in p.quarantine))}, indent=1))
+                          "quarantine": dict(Counter(q.reason for q in p.quarantine)),
+                          "digest": ident.digest,
+                          "shard_files": [ident.shard_file(i) for i in range(cfg.shards)]}, indent=1))
+    elif args.command == "record":
+        log.info("wrote %s", fanout.write_plan_record(root, cfg, expected=args.digest))
     elif args.command == "shard":
         if not 0 <= args.index < cfg.shards:
-            parser.error(f"--index {args.index} outside 0..{cfg.shards - 1} ({config[0]}.shards)")
-        log.info("wrote %s", run_shard(root, cfg, args.index, progress=progress))
+            parser.error(f"--index {args.index} outside 0..{cfg.shards - 1} ({section}.shards)")
+        log.info("wrote %s", fanout.run_shard(root, cfg, args.index, progress=progress, expected=args.digest))
     elif args.command == "merge":
-        log.info("summary: %s", merge(root, cfg))
+        log.info("summary: %s", fanout.merge(root, cfg))
     else:
-        for i in range(cfg.shards):
-            run_shard(root, cfg, i, progress=progress)
-        log.info("summary: %s", merge(root, cfg))
+        with exclusive(cfg.out, f"{name} fan-out root"):
+            for i in range(cfg.shards):
+                fanout.run_shard(root, cfg, i, progress=progress)
+            log.info("summary: %s", fanout.merge(root, cfg))

@@ -22,13 +22,15 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from annotated_types import Ge
 
-from lib.config import ConfigError
+from lib.config import Checked, ConfigError
 from lib.io import DataError, atomic_path, atomic_write_json, atomic_write_parquet
+from lib.locks import exclusive
 from lib.report import fmt_num, md_cell, new_figure, no_data, save_figure
 
 log = logging.getLogger(__name__)
@@ -39,22 +41,20 @@ HASHED_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")  # configs
 
 
 @dataclass(frozen=True)
-class EmbedConfig:
+class EmbedConfig(Checked):
     """``embed_text`` params: which sentence-transformers model, how to run it, where the cache and report go."""
 
     model: str = BUNDLED_MODEL  # the bundled alias, or a local sentence-transformers model folder
-    batch_size: int = 64
+    batch_size: Annotated[int, Ge(1)] = 64
     device: str = "cpu"
     normalize: bool = True  # unit-norm vectors (cosine = dot product)
-    max_length: int = 128  # tokens; longer texts are truncated
+    max_length: Annotated[int, Ge(1)] = 128  # tokens; longer texts are truncated
     cache_dir: str = "data/cache/text_embeddings"
     report_dir: str = "reports/embed_text"
-    neighbours: int = 3  # nearest neighbours per template shown in the report
+    neighbours: Annotated[int, Ge(1)] = 3  # nearest neighbours per template shown in the report
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_length", "neighbours"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__()
         if not self.model.strip():
             raise ValueError(f"model must be '{BUNDLED_MODEL}' or a local model folder, got an empty string")
 
@@ -209,10 +209,16 @@ def embed_texts(texts: list[str], cfg: EmbedConfig, *, progress: bool = False) -
     path = resolve_model_path(cfg.model)
     identity = model_identity(path, max_length=cfg.max_length, normalize=cfg.normalize)
     folder = namespace_dir(cfg.cache_dir, identity)
+    with exclusive(cfg.cache_dir, "embedding cache namespace", folder.name):  # one appender at a time
+        return _embed_into(folder, identity, path, texts, cfg, progress)
+
+
+def _embed_into(folder: Path, identity: str, path: Path, texts: list[str], cfg: EmbedConfig,
+                progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
     ns = _Namespace.load(folder)
     keys = [text_key(identity, t) for t in texts]
-    unique = dict(zip(keys, texts))  # first-seen order, duplicates once
-    known = dict(zip(ns.index["key"], ns.index["row"]))
+    unique = dict(zip(keys, texts, strict=False))  # first-seen order, duplicates once
+    known = dict(zip(ns.index["key"], ns.index["row"], strict=False))
     missing = [k for k in unique if k not in known]
 
     seconds = 0.0
@@ -220,7 +226,8 @@ def embed_texts(texts: list[str], cfg: EmbedConfig, *, progress: bool = False) -
         model = load_model(path, cfg)
         dim = _embedding_dim(model)
         if missing:
-            log.info("embedding %d new text(s) of %d distinct with %s on %s", len(missing), len(unique), path, cfg.device)
+            log.info("embedding %d new text(s) of %d distinct with %s on %s",
+                     len(missing), len(unique), path, cfg.device)
             start = time.perf_counter()
             vectors = model.encode([unique[k] for k in missing], batch_size=cfg.batch_size,
                                    show_progress_bar=progress, normalize_embeddings=cfg.normalize,
@@ -230,7 +237,7 @@ def embed_texts(texts: list[str], cfg: EmbedConfig, *, progress: bool = False) -
             atomic_write_json(folder / "identity.json", {
                 "identity": identity, "format": CACHE_FORMAT, "model": cfg.model, "model_path": str(path),
                 "max_length": cfg.max_length, "normalize": cfg.normalize, "dim": dim, "rows": len(ns.matrix)})
-            known = dict(zip(ns.index["key"], ns.index["row"]))
+            known = dict(zip(ns.index["key"], ns.index["row"], strict=False))
     else:
         dim = ns.matrix.shape[1]
     matrix = ns.matrix[[int(known[k]) for k in keys]] if keys else np.zeros((0, dim), np.float32)
@@ -251,7 +258,7 @@ def lookup_cached(cache_dir: str | Path, texts: list[str]) -> np.ndarray:
     table_path = cache_dir / "texts.parquet"
     if not table_path.is_file():
         raise DataError(f"{table_path}: no text-embedding table; run `dvc repro embed_text` first")
-    keys = dict(zip(*(pd.read_parquet(table_path, columns=["text", "key"])[c] for c in ("text", "key"))))
+    keys = dict(zip(*(pd.read_parquet(table_path, columns=["text", "key"])[c] for c in ("text", "key")), strict=False))
     missing = sorted({t for t in texts if t not in keys})
     if missing:
         raise DataError(f"{table_path}: {len(missing)} text(s) were not embedded, e.g. {missing[0]!r}; "
@@ -259,7 +266,7 @@ def lookup_cached(cache_dir: str | Path, texts: list[str]) -> np.ndarray:
     wanted = [keys[t] for t in texts]
     for folder in sorted(p.parent for p in cache_dir.glob("*/index.parquet")):
         ns = _Namespace.load(folder)
-        rows = dict(zip(ns.index["key"], ns.index["row"]))
+        rows = dict(zip(ns.index["key"], ns.index["row"], strict=False))
         if all(k in rows for k in wanted):
             return np.asarray(ns.matrix[[int(rows[k]) for k in wanted]], dtype=np.float32)
     raise DataError(f"{cache_dir}: no cache namespace holds the vectors that {table_path} lists; "
@@ -373,7 +380,8 @@ def similarity_plot(matrix: np.ndarray, texts: list[str], path: Path, title: str
 def embed_metrics(table: pd.DataFrame, stats: dict[str, Any], mirrors: dict[str, Any]) -> dict[str, Any]:
     """Return the numbers for ``metrics.json``: counts (distinct texts and per kind), dim, cache hits and
     misses, embedding throughput and the mirror-pair check."""
-    return {"count": int(table["text"].nunique()), "by_kind": {k: int(v) for k, v in table["kind"].value_counts().items()},
+    return {"count": int(table["text"].nunique()),
+            "by_kind": {k: int(v) for k, v in table["kind"].value_counts().items()},
             "dim": stats["dim"], "hits": stats["hits"], "misses": stats["misses"],
             "seconds_embedding": round(stats["seconds_embedding"], 4),
             "texts_per_s": None if stats["texts_per_s"] is None else round(stats["texts_per_s"], 1),
@@ -388,8 +396,9 @@ def render_report(cfg: EmbedConfig, metrics: dict[str, Any], stats: dict[str, An
     table and the mirror-pair check."""
     k = cfg.neighbours
     speed = "no texts embedded (all cached)" if metrics["texts_per_s"] is None else \
-        f"{fmt_num(metrics['texts_per_s'])} texts/s ({metrics['misses']} texts in {metrics['seconds_embedding']:.2f} s " \
-        f"of encoding on {cfg.device}, batch size {cfg.batch_size}, model load excluded)"
+        f"{fmt_num(metrics['texts_per_s'])} texts/s ({metrics['misses']} texts in " \
+        f"{metrics['seconds_embedding']:.2f} s of encoding on {cfg.device}, batch size {cfg.batch_size}, " \
+        "model load excluded)"
     lines = [
         "# embed_text", "",
         (f"Sentence embeddings of the SSv2 templates and labels in the manifest and of the CAD prompts, with "

@@ -2,15 +2,24 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from lib.config import ConfigError
+from lib.embed import (
+    EmbedConfig,
+    embed_texts,
+    mirror_check,
+    mirror_pairs,
+    model_identity,
+    namespace_dir,
+    nearest_neighbours,
+    resolve_model_path,
+)
 from lib.io import DataError
-from lib.embed import (EmbedConfig, embed_texts, mirror_check, mirror_pairs, model_identity, namespace_dir,
-                       nearest_neighbours, resolve_model_path)
 
 TEMPLATES = [
     "Pushing something from left to right",
@@ -78,13 +87,28 @@ def test_changed_setting_uses_a_new_namespace_and_leaves_the_old_one(cfg, change
 def test_copied_model_folder_has_the_same_identity(tmp_path, cfg):
     bundled = resolve_model_path(cfg.model)
     copy = shutil.copytree(bundled, tmp_path / "elsewhere" / "minilm")
-    assert model_identity(copy, max_length=128, normalize=True) == model_identity(bundled, max_length=128, normalize=True)
-    assert model_identity(bundled, max_length=64, normalize=True) != model_identity(bundled, max_length=128, normalize=True)
+    assert (model_identity(copy, max_length=128, normalize=True)
+            == model_identity(bundled, max_length=128, normalize=True))
+    assert (model_identity(bundled, max_length=64, normalize=True)
+            != model_identity(bundled, max_length=128, normalize=True))
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("}", ' , "x": 1}', 1))
-    assert model_identity(copy, max_length=128, normalize=True) != model_identity(bundled, max_length=128, normalize=True)
+    assert (model_identity(copy, max_length=128, normalize=True)
+            != model_identity(bundled, max_length=128, normalize=True))
     _, stats = embed_texts(TEMPLATES[:1], EmbedConfig(model=str(bundled), cache_dir=cfg.cache_dir))
     _, stats_alias = embed_texts(TEMPLATES[:1], cfg)
     assert stats_alias["identity"] == stats["identity"] and stats_alias["hits"] == 1
+
+
+def test_a_second_writer_of_a_cache_namespace_is_refused_naming_the_holder(cfg):
+    from lib.locks import LockedError, exclusive
+
+    _, stats = embed_texts(TEMPLATES[:1], cfg)
+    namespace = Path(stats["namespace"]).name
+    with exclusive(cfg.cache_dir, "held by this test", namespace), \
+            pytest.raises(LockedError, match=rf"\({namespace}\): embedding cache namespace is in use by pid"):
+        embed_texts(TEMPLATES[:2], cfg)
+    assert embed_texts(TEMPLATES[:2], cfg)[1]["misses"] == 1  # released: the next run appends as usual
+    assert not any(p.name.endswith(".lock") for p in Path(cfg.cache_dir).rglob("*"))  # nothing inside the out
 
 
 def test_missing_model_path_names_the_param_and_fix(tmp_path):
