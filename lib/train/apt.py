@@ -34,32 +34,32 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 import torch
+from annotated_types import Ge
 from torch import nn
 
-from lib.config import ConfigError
-from lib.embed import lookup_cached
+from lib.config import Checked, ConfigError
 from lib.data.clips import ClipSpec
 from lib.data.video_dataset import VideoLoaderConfig, iterate_steps
+from lib.embed import lookup_cached
 from lib.losses.gan import APTLoss, GANLossWeights
 from lib.models.discriminators import PatchDiscriminator3D, VideoDiscriminator
 from lib.models.video_sr import VideoSRConfig, VideoSRGenerator
 from lib.train.config import TrainConfig, flatten_section, split_section
+from lib.train.fingerprint import manifest_content
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
 from lib.train.guards import CollapseMonitor
 from lib.train.loop import DataFn, StepFn, Trainer
 from lib.video.degrade import DegradeConfig, degrade
 
-DISCRIMINATORS = ("patch", "video")
-TEXT_SOURCES = ("label", "template")  # manifest column whose text conditions G
 _SEED_STRIDE = 1_000_003  # generator seed = seed * _SEED_STRIDE + micro-batch index
 
 
 @dataclass(frozen=True)
-class APTConfig:
+class APTConfig(Checked):
     """The ``train_apt`` section: trainer knobs (``train``, flat in the file) plus the APT-specific ones.
 
     ``crop`` is the HQ spatial crop (divisible by ``model.scale``); the LQ input is ``crop / scale``
@@ -71,26 +71,21 @@ class APTConfig:
 
     train: TrainConfig = field(default_factory=TrainConfig)
     model: VideoSRConfig = field(default_factory=VideoSRConfig)
-    disc: str = "patch"  # "patch" (PatchDiscriminator3D) | "video" (VideoDiscriminator)
-    disc_channels: int = 32
+    disc: Literal["patch", "video"] = "patch"  # PatchDiscriminator3D | VideoDiscriminator
+    disc_channels: Annotated[int, Ge(1)] = 32
     loss: GANLossWeights = field(default_factory=GANLossWeights)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
-    crop: int = 64
-    clip_frames: int = 8
-    clip_stride: int = 2
+    crop: Annotated[int, Ge(1)] = 64
+    clip_frames: Annotated[int, Ge(1)] = 8
+    clip_stride: Annotated[int, Ge(1)] = 2
     text_condition: bool = False
-    text_source: str = "label"  # "label" | "template"
-    val_clips: int = 8
+    text_source: Literal["label", "template"] = "label"  # manifest column whose text conditions G
+    val_clips: Annotated[int, Ge(1)] = 8
     channels_last: bool = False  # Conv3d weights and activations in torch.channels_last_3d
     compile: bool = False  # torch.compile the G and D forwards (not R1's double backward)
 
     def __post_init__(self) -> None:
-        if self.disc not in DISCRIMINATORS:
-            raise ValueError(f"disc: {self.disc!r} is not one of {', '.join(map(repr, DISCRIMINATORS))}")
-        for name in ("disc_channels", "crop", "clip_frames", "clip_stride", "val_clips"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        super().__post_init__()
         if self.model.scale != self.degrade.scale:
             raise ValueError(f"model.scale ({self.model.scale}) and degrade.scale ({self.degrade.scale}) differ; "
                              f"set both to the same upscaling factor")
@@ -99,8 +94,6 @@ class APTConfig:
                              f"pick a multiple of it (e.g. {self.model.scale * max(1, self.crop // self.model.scale)})")
         if self.disc == "patch" and self.crop < 8:
             raise ValueError(f"crop: the patch discriminator needs crop >= 8, got {self.crop}")
-        if self.text_source not in TEXT_SOURCES:
-            raise ValueError(f"text_source: {self.text_source!r} is not one of {', '.join(map(repr, TEXT_SOURCES))}")
         if self.text_condition and self.model.text_dim == 0:
             raise ValueError("text_condition: true needs model.text_dim = the text-embedding size "
                              "(384 for embed_text's all-MiniLM-L6-v2); set model.text_dim")
@@ -154,17 +147,18 @@ def random_crop(video: torch.Tensor, size: int, generator: torch.Generator) -> t
     """Return a ``size x size`` window of each clip of ``video [B, C, T, H, W]``, one window per clip
     (the same on all its frames), offsets drawn from ``generator``."""
     B, _, _, H, W = video.shape
-    if H < size or W < size:
+    if size > H or size > W:
         raise ValueError(f"crop: {size} is larger than the frames ({H}x{W}); lower train_apt.crop")
     tops = torch.randint(0, H - size + 1, (B,), generator=generator).tolist()
     lefts = torch.randint(0, W - size + 1, (B,), generator=generator).tolist()
-    return torch.stack([video[b, :, :, t:t + size, l:l + size] for b, (t, l) in enumerate(zip(tops, lefts))])
+    return torch.stack([video[b, :, :, top:top + size, left:left + size]
+                        for b, (top, left) in enumerate(zip(tops, lefts, strict=False))])
 
 
 def center_crop(video: torch.Tensor, size: int) -> torch.Tensor:
     """Return the central ``size x size`` window of ``video [..., H, W]`` (deterministic, for evaluation)."""
     H, W = video.shape[-2:]
-    if H < size or W < size:
+    if size > H or size > W:
         raise ValueError(f"crop: {size} is larger than the frames ({H}x{W}); lower train_apt.crop")
     top, left = (H - size) // 2, (W - size) // 2
     return video[..., top:top + size, left:left + size]
@@ -188,7 +182,7 @@ def clip_texts(cfg: APTConfig, manifest: str | Path, cache_dir: str | Path,
     if vectors.shape[1] != cfg.model.text_dim:
         raise ConfigError(f"train_apt.model.text_dim: {cfg.model.text_dim}, but the cached embeddings in "
                           f"{cache_dir} have {vectors.shape[1]} dimensions; set model.text_dim: {vectors.shape[1]}")
-    return {str(i): torch.from_numpy(v.copy()) for i, v in zip(frame["id"], vectors)}
+    return {str(i): torch.from_numpy(v.copy()) for i, v in zip(frame["id"], vectors, strict=False)}
 
 
 def stack_texts(texts: Mapping[str, torch.Tensor], ids: list[str]) -> torch.Tensor:
@@ -292,26 +286,20 @@ def make_step_fn(loss: APTLoss, *, compile: bool = False, channels_last: bool = 
     return step_fn
 
 
-# Modules whose code decides the training trajectory: a change starts a fresh run instead of resuming.
-TRAJECTORY_CODE = ("lib.train.apt", "lib.train.loop", "lib.train.ema", "lib.train.schedule", "lib.models.video_sr",
-                   "lib.models.discriminators", "lib.losses.gan", "lib.video.degrade", "lib.data.video_dataset",
-                   "lib.data.clips")
-
-
 def run_fingerprint(cfg: APTConfig, loader: VideoLoaderConfig,
                     texts: Mapping[str, torch.Tensor] | None = None) -> str:
     """Return a digest of everything that decides the run's trajectory: params (bookkeeping keys aside),
-    the data the loader reads, the text vectors, and the code. Checkpoints with another fingerprint are
-    not resumed."""
+    the manifest's rows, the text vectors, and the code (this module's import closure). Checkpoints with
+    another fingerprint are not resumed."""
     import hashlib
 
-    data = {"manifest": loader.manifest, "split": loader.split, "seed": loader.seed}
+    data = {"manifest": manifest_content(loader.manifest), "split": loader.split, "seed": loader.seed}
     if texts is not None:
         h = hashlib.sha256()
         for key in sorted(texts):
             h.update(key.encode() + b"\0" + texts[key].numpy().tobytes())
         data["texts"] = h.hexdigest()
-    return fingerprint_of(to_section(cfg), data, TRAJECTORY_CODE)
+    return fingerprint_of(to_section(cfg), data, __name__)
 
 
 def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, texts: Mapping[str, torch.Tensor] | None = None,
@@ -334,6 +322,6 @@ def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, texts: Mapping[st
                    **trainer_kwargs)
 
 
-__all__ = ["APTConfig", "DISCRIMINATORS", "TEXT_SOURCES", "build_models", "center_crop", "clip_texts", "from_section",
+__all__ = ["APTConfig", "build_models", "center_crop", "clip_texts", "from_section",
            "loader_config", "make_data_fn", "make_step_fn", "make_trainer", "micro_batch_generator", "random_crop",
            "run_fingerprint", "stack_texts", "to_channels_last_3d", "to_section", "to_signed"]

@@ -33,24 +33,25 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 import torch
+from annotated_types import Doc, Ge
 from torch import nn
 
 from lib.audio.dataset import AudioCropDataset, iterate_audio_steps
 from lib.audio.features import MelConfig
 from lib.audio.folder import AudioFolderConfig, scan_audio_folder
-from lib.config import ConfigError
+from lib.config import Checked, ConfigError
 from lib.losses.vae import AudioVAELoss, AudioVAELossWeights, multi_resolution_mel_loss
 from lib.models.audio_vae import AudioVAE, AudioVAEConfig
 from lib.quarantine import QuarantineEntry
-from lib.train.config import TrainConfig, flatten_section, split_section
-from lib.train.fingerprint import run_fingerprint as fingerprint_of
-from lib.train.curriculum import MODES, EarlyStopping
-from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn
 from lib.train.checkpoint import load_trained
+from lib.train.config import TrainConfig, flatten_section, split_section
+from lib.train.curriculum import EarlyStopping, MinDelta, Mode, Patience
+from lib.train.fingerprint import run_fingerprint as fingerprint_of
+from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +61,22 @@ METRICS = tuple(f"{kind}/{term}" for kind in ("train", "val") for term in TERMS)
 
 
 @dataclass(frozen=True)
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Checked):
     """``early_stopping``: end the run once ``monitor`` (one of :data:`METRICS`) has not improved by more than
     ``min_delta`` for ``patience`` consecutive observations (validations for ``val/*``, logs for ``train/*``)."""
 
     monitor: str = "val/loss"
-    patience: int = 5
-    min_delta: float = 0.0
-    mode: str = "min"  # "min" for losses
+    patience: Patience = 5
+    min_delta: MinDelta = 0.0
+    mode: Mode = "min"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.monitor not in METRICS:
             close = difflib.get_close_matches(self.monitor, METRICS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(f"monitor: {self.monitor!r} is not a logged metric{hint} "
                              f"(choose from {', '.join(METRICS)})")
-        if self.mode not in MODES:
-            raise ValueError(f"mode: {self.mode!r} is not one of {', '.join(map(repr, MODES))}")
-        self.build()  # patience / min_delta checks live in EarlyStopping
 
     def build(self) -> EarlyStopping:
         """Return a fresh :class:`EarlyStopping` (its counters are checkpointed by the Trainer)."""
@@ -85,7 +84,7 @@ class EarlyStoppingConfig:
 
 
 @dataclass(frozen=True)
-class AudioVAETrainConfig:
+class AudioVAETrainConfig(Checked):
     """The ``train_audio_vae`` section: trainer knobs (``train``, flat in the file) plus the audio-VAE ones.
 
     ``crop_frames`` is the training crop in log-mel frames (``crop_frames * mel.hop_length`` samples; a
@@ -100,20 +99,16 @@ class AudioVAETrainConfig:
     model: AudioVAEConfig = field(default_factory=AudioVAEConfig)
     loss: AudioVAELossWeights = field(default_factory=AudioVAELossWeights)
     mel: MelConfig = field(default_factory=MelConfig)
-    crop_frames: int = 64
-    val_clips: int = 8
-    val_every: int = 50
+    crop_frames: Annotated[int, Ge(1)] = 64
+    val_clips: Annotated[int, Ge(1)] = 8
+    val_every: Annotated[int, Ge(1)] = 50
     early_stopping: EarlyStoppingConfig | None = None
     ema: bool = True
-    threads: int | None = 1  # torch CPU threads (torch.set_num_threads) of the stage; null: torch's default
+    # torch CPU threads (torch.set_num_threads) of the stage
+    threads: Annotated[int, Ge(1), Doc("null: torch's default")] | None = 1
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: must be >= 1 or null (torch's default), got {self.threads}")
-        for name in ("crop_frames", "val_clips", "val_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        super().__post_init__()
         tc = self.model.time_compression
         if self.crop_frames % tc:
             lower, upper = max(tc, self.crop_frames // tc * tc), (self.crop_frames // tc + 1) * tc
@@ -285,21 +280,15 @@ def make_validate_fn(loss: AudioVAELoss, val_mel: torch.Tensor) -> ValidateFn:
     return validate
 
 
-# Keys that change how a run is watched or stored, not what it computes: a rerun may change them and resume.
-# Modules whose code decides the training trajectory: a change starts a fresh run instead of resuming.
-TRAJECTORY_CODE = ("lib.train.audio_vae", "lib.train.loop", "lib.train.ema", "lib.train.schedule",
-                   "lib.train.curriculum", "lib.models.audio_vae", "lib.models.video_vae", "lib.losses.vae",
-                   "lib.audio.features", "lib.audio.dataset", "lib.audio.folder")
-
-
 def run_fingerprint(cfg: AudioVAETrainConfig, data: AudioData) -> str:
     """Return a digest of everything that decides the run's trajectory: params (bookkeeping keys aside; with
     early stopping on a ``train/*`` metric ``log_every`` counts too), the audio files (list and bytes, see
-    :func:`files_digest`) and the code. Checkpoints with another fingerprint are not resumed."""
+    :func:`files_digest`) and the code (this module's import closure). Checkpoints with another fingerprint
+    are not resumed."""
     # train metrics are observed at each log, so with early stopping on one, log_every decides the trajectory
     keep = ("log_every",) if cfg.early_stopping is not None and cfg.early_stopping.monitor.startswith("train/") else ()
     audio = {"files": files_digest(data.files), "sample_rate": data.folder.sample_rate}
-    return fingerprint_of(to_section(cfg), audio, TRAJECTORY_CODE, keep=keep)
+    return fingerprint_of(to_section(cfg), audio, __name__, keep=keep)
 
 
 def make_trainer(cfg: AudioVAETrainConfig, data: AudioData, **trainer_kwargs: Any) -> Trainer:
@@ -324,6 +313,7 @@ def load_vae(path: str | Path, config: AudioVAEConfig) -> AudioVAE:
     return load_trained(AudioVAE(config), path, "train_audio_vae")
 
 
-__all__ = ["METRICS", "MODEL", "TERMS", "TRAJECTORY_CODE", "AudioData", "AudioVAETrainConfig", "EarlyStoppingConfig",
-           "build_model", "check_sample_rate", "files_digest", "from_section", "load_audio_data", "load_vae", "make_data_fn",
-           "make_step_fn", "make_trainer", "make_validate_fn", "run_fingerprint", "to_section", "validation_batch"]
+__all__ = ["METRICS", "MODEL", "TERMS", "AudioData", "AudioVAETrainConfig", "EarlyStoppingConfig",
+           "build_model", "check_sample_rate", "files_digest", "from_section", "load_audio_data", "load_vae",
+           "make_data_fn", "make_step_fn", "make_trainer", "make_validate_fn", "run_fingerprint", "to_section",
+           "validation_batch"]

@@ -36,19 +36,21 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Doc, Ge
 from torch import nn
 
 from lib.cad.tokenizer import CADTokenizer
-from lib.config import ConfigError, from_dict
+from lib.config import Checked, ConfigError, from_dict
 from lib.io import DataError, atomic_write_json, atomic_write_text, read_json, safe_join
 from lib.models.cad_vlm import CADVLM, CADVLMConfig, cad_loss
 from lib.train.config import TrainConfig, flatten_section, section_parts
+from lib.train.curriculum import EarlyStopping, MinDelta, Patience
+from lib.train.fingerprint import path_content
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
-from lib.train.curriculum import EarlyStopping
 from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn
 
 log = logging.getLogger(__name__)
@@ -66,45 +68,37 @@ _UNRESOLVED_STEPS = 10**9  # TrainConfig.steps until resolve_steps knows the epo
 
 
 @dataclass(frozen=True)
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Checked):
     """``early_stopping``: stop when ``val/loss`` has not improved by more than ``min_delta`` for ``patience``
     validations in a row."""
 
-    patience: int = 3
-    min_delta: float = 0.0
-
-    def __post_init__(self) -> None:
-        EarlyStopping(patience=self.patience, min_delta=self.min_delta)  # its own checks and messages
+    patience: Patience = 3
+    min_delta: MinDelta = 0.0
 
 
 @dataclass(frozen=True)
-class CADVLMTrainConfig:
+class CADVLMTrainConfig(Checked):
     """The ``train_cad_vlm`` section (module docstring). ``image_size`` and ``max_len`` are the model's too."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     model: CADVLMConfig = field(default_factory=CADVLMConfig)
-    image_size: int = 128  # px a side the renders are resized to
-    max_len: int = 320  # token ids per answer, <bos>/<eos> included; longer answers are skipped (counted)
-    epochs: int | None = 20  # run length; null: TrainConfig.steps
-    val_every: int = 1  # epochs between validations (and the last step)
+    # px a side the renders are resized to
+    image_size: Annotated[int, Ge(16), Doc("the encoder has four stride-2 blocks")] = 128
+    # token ids per answer, <bos>/<eos> included; longer answers are skipped (counted)
+    max_len: Annotated[int, Ge(1)] = 320
+    epochs: Annotated[int, Ge(1), Doc("null: run for steps")] | None = 20  # run length
+    val_every: Annotated[int, Ge(1)] = 1  # epochs between validations (and the last step)
     early_stopping: EarlyStoppingConfig | None = field(default_factory=EarlyStoppingConfig)
     base_model: str | None = None  # a local transformers VLM folder instead of the compact model
     trust_remote_code: bool = False  # base_model: allow the folder's own Python code
-    hf_max_length: int = 2048  # base_model: text tokens per conversation (prompt + image tokens + answer)
+    # base_model: text tokens per conversation (prompt + image tokens + answer)
+    hf_max_length: Annotated[int, Ge(1)] = 2048
     report_dir: str = "reports/train_cad_vlm"  # convergence.md / .json / .png
-    num_threads: int | None = None  # torch intra-op threads for the stage; null: torch's default (one per core)
+    # torch intra-op threads for the stage
+    num_threads: Annotated[int, Ge(1), Doc("null: torch's default, one per core")] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "max_len", "val_every", "hf_max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-        if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
-            raise ValueError(f"num_threads: must be an integer >= 1 or null (torch's default), got {self.num_threads!r}")
-        if self.epochs is not None and (isinstance(self.epochs, bool) or self.epochs < 1):
-            raise ValueError(f"epochs: must be an integer >= 1 or null (run for `steps`), got {self.epochs!r}")
-        if self.image_size < 16:
-            raise ValueError(f"image_size: {self.image_size} < 16 (the encoder has four stride-2 blocks); use >= 16")
+        super().__post_init__()
         from lib.cad.constrained import MIN_LENGTH
 
         if self.max_len < MIN_LENGTH:
@@ -530,9 +524,6 @@ def hf_validation_loss(model: nn.Module, collator: Any, records: Sequence[Mappin
 
 # Keys that change how a run is watched or stored, not what it computes: a rerun may change them and resume.
 _BOOKKEEPING = ("report_dir", "num_threads")  # beside lib.train.fingerprint.BOOKKEEPING
-# Modules whose code decides the training trajectory: a change starts a fresh run instead of resuming.
-TRAJECTORY_CODE = ("lib.train.cad_vlm", "lib.train.loop", "lib.train.schedule", "lib.train.lora", "lib.models.cad_vlm",
-                   "lib.models.hf_vlm", "lib.cad.tokenizer", "lib.train.curriculum")
 
 
 def data_digest(data: CADVLMData) -> str:
@@ -545,24 +536,17 @@ def data_digest(data: CADVLMData) -> str:
     return h.hexdigest()[:16]
 
 
-def base_model_digest(path: str | Path) -> str:
-    """Names, sizes and mtimes of a checkpoint folder's files (hashing gigabytes of weights would be slow)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def run_fingerprint(cfg: CADVLMTrainConfig, data: CADVLMData, train: TrainConfig | None = None) -> str:
-    """Digest of everything that decides the run's trajectory: params (bookkeeping aside), data, base model, code."""
+    """Digest of everything that decides the run's trajectory: params (bookkeeping aside), the data's records and
+    image bytes, the base model's files (content, not the folder's path or mtimes) and the code (this module's
+    import closure)."""
     params = to_section(cfg)
     if train is not None:
         params.update(steps=train.steps, lora_targets=list(train.lora_targets))
     inputs: dict[str, Any] = {"data": data_digest(data)}
     if cfg.base_model:
-        inputs["base_model"] = base_model_digest(cfg.base_model)
-    return fingerprint_of(params, inputs, TRAJECTORY_CODE, skip=_BOOKKEEPING)
+        inputs["base_model"] = path_content(cfg.base_model)
+    return fingerprint_of(params, inputs, __name__, skip=(*_BOOKKEEPING, "base_model"))
 
 
 def _early_stopping(cfg: CADVLMTrainConfig) -> EarlyStopping | None:
@@ -589,7 +573,10 @@ def make_trainer(cfg: CADVLMTrainConfig, data: CADVLMData, *, tokenizer: CADToke
         val_set = ImageCodeSet(data.val, data.val_images)
         models = {MODEL_NAME: build_model(cfg, tok)}
         step_fn, validate_fn = make_step_fn(tok.pad_id), make_validate_fn(val_set, tok, cfg.train.batch_size)
-        make_batch = lambda idx: train_set.batch(idx, tok)
+
+        def make_batch(idx):
+            return train_set.batch(idx, tok)
+
     history = LossHistory(history_path(cfg))
     trainer_kwargs.setdefault("fingerprint", run_fingerprint(cfg, data, train))
     trainer = Trainer(train, models, recorded(step_fn, history), make_data_fn(schedule, train.steps, make_batch),
@@ -716,7 +703,7 @@ def convergence_plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax.fill_between(epochs, train - std, train + std, color="tab:blue", alpha=0.15, label="train ± 1 std of batches")
     val = [(r["epoch"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
     if val:
-        ax.plot(*zip(*val), "s-", color="tab:orange", label="validation")
+        ax.plot(*zip(*val, strict=False), "s-", color="tab:orange", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy (nats / token)")
     ax.grid(alpha=0.3)

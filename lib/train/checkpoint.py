@@ -5,6 +5,10 @@ A checkpoint directory is accelerate's ``save_state`` output (``model*.safetenso
 per object registered with ``accelerator.register_for_checkpointing`` — :class:`TrainState`, the EMAs,
 the collapse monitor) plus ``trainer_state.json``, written last, for people and as a completeness mark.
 
+Another run's checkpoint (other fingerprint) is never deleted by a new run: :func:`set_aside` moves its latest
+checkpoint to ``checkpoints/superseded-<fingerprint>/step-N/`` and :func:`restore_superseded` brings it back
+when that run's fingerprint returns (``keep_superseded`` bounds how many such runs stay).
+
 Atomicity: everything is written into the hidden sibling ``.tmp-step-000050/`` and renamed into
 place, so a save killed half-way never looks like a checkpoint; :func:`latest_checkpoint` ignores
 hidden directories and directories without ``trainer_state.json``.
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+SUPERSEDED_PREFIX = "superseded-"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
 
 
@@ -119,6 +124,65 @@ def prune_checkpoints(out_dir: str | Path, keep: int) -> list[Path]:
     return doomed
 
 
+def superseded_dir(out_dir: str | Path, fingerprint: str) -> Path:
+    """Return ``<out_dir>/checkpoints/superseded-<fingerprint>``: where another run's checkpoint is kept."""
+    return Path(out_dir) / CHECKPOINTS_DIR / f"{SUPERSEDED_PREFIX}{fingerprint or 'unknown'}"
+
+
+def set_aside(out_dir: str | Path, fingerprint: str) -> Path:
+    """Move the newest checkpoint under ``out_dir`` (a run with ``fingerprint``) into :func:`superseded_dir`,
+    replacing an older copy of that run there, and delete the run's older checkpoints; return the new path."""
+    checkpoints = list_checkpoints(out_dir)
+    if not checkpoints:
+        raise CheckpointError(f"{Path(out_dir) / CHECKPOINTS_DIR}: no checkpoint to set aside")
+    aside = superseded_dir(out_dir, fingerprint)
+    staging = aside.with_name(f".tmp-{aside.name}")  # a kill mid-way leaves a hidden folder, never half a run
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    os.replace(checkpoints[-1], staging / checkpoints[-1].name)
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(staging, aside)
+    for older in checkpoints[:-1]:
+        shutil.rmtree(older)
+    return aside / checkpoints[-1].name
+
+
+def restore_superseded(out_dir: str | Path, fingerprint: str) -> Path | None:
+    """When no checkpoint is in place and the run with ``fingerprint`` was set aside, move its checkpoint back
+    and return it; otherwise return None."""
+    aside = superseded_dir(out_dir, fingerprint)
+    if list_checkpoints(out_dir) or not aside.is_dir():
+        return None
+    found = sorted(p for p in aside.iterdir() if _CHECKPOINT_NAME.match(p.name) and (p / STATE_FILE).is_file())
+    if not found:
+        return None
+    target = Path(out_dir) / CHECKPOINTS_DIR / found[-1].name
+    os.replace(found[-1], target)
+    shutil.rmtree(aside)
+    return target
+
+
+def list_superseded(out_dir: str | Path) -> list[Path]:
+    """Return the set-aside runs under ``out_dir``, most recently set aside last."""
+    root = Path(out_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(SUPERSEDED_PREFIX)]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns)
+
+
+def prune_superseded(out_dir: str | Path, keep: int | None) -> list[Path]:
+    """Delete all but the ``keep`` most recently set-aside runs (None keeps all); return what was deleted."""
+    if keep is None:
+        return []
+    runs = list_superseded(out_dir)
+    doomed = runs[:-keep] if keep > 0 else runs
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
 def save_checkpoint(accelerator: Any, out_dir: str | Path, state: TrainState, keep: int) -> Path:
     """Save the accelerator's state as checkpoint ``state.step`` atomically, keep the newest ``keep``.
 
@@ -186,8 +250,13 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "list_superseded",
     "prune_checkpoints",
+    "prune_superseded",
+    "restore_superseded",
     "save_checkpoint",
+    "set_aside",
+    "superseded_dir",
 ]
 
 

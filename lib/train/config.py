@@ -10,18 +10,17 @@ import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from lib.config import ConfigError, from_dict, to_dict
+from annotated_types import Doc, Ge, Gt, Interval, MinLen
 
-MIXED_PRECISION = ("fp32", "fp16", "bf16")
-TRACKERS = ("dvclive", "wandb", "none")
-TRAINING_MODES = ("full", "lora")
-NAN_POLICIES = ("stop", "skip")
+from lib.config import Checked, ConfigError, from_dict, to_dict
+
+Beta = Annotated[float, Interval(ge=0, lt=1)]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     """Options of :class:`lib.train.loop.Trainer`.
 
     Counts are in optimiser steps unless the name says otherwise. ``batch_size`` is the micro-batch
@@ -29,59 +28,43 @@ class TrainConfig:
     each of ``num_processes`` processes.
     """
 
-    steps: int = 300  # optimiser steps in the whole run
-    batch_size: int = 4  # per process, per micro-batch
-    grad_accum: int = 1  # micro-batches per optimiser step
-    lr: float = 2e-4  # peak learning rate (after warm-up) of optimisers built from this config
-    betas: tuple[float, float] = (0.0, 0.99)
-    weight_decay: float = 0.0
-    warmup_steps: int = 20  # linear warm-up, then cosine decay to lr * min_lr_ratio at `steps`
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0  # max global grad norm per optimiser; 0 disables clipping (norm still logged)
-    # "fp32" | "fp16" | "bf16". Not accelerate's "no": `dvc exp run -S` rewrites params.yaml without quotes,
-    # and YAML 1.1 then reads a bare no as false.
-    mixed_precision: str = "fp32"
-    ema_half_life_images: float = 500.0  # EMA half-life in images (stylegan2-ada)
-    ema_rampup: float | None = None  # half-life <= samples_seen * ema_rampup early in training
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 3
-    log_every: int = 10
+    steps: Annotated[int, Ge(1)] = 300  # optimiser steps in the whole run
+    batch_size: Annotated[int, Ge(1)] = 4  # per process, per micro-batch
+    grad_accum: Annotated[int, Ge(1)] = 1  # micro-batches per optimiser step
+    lr: Annotated[float, Gt(0)] = 2e-4  # peak learning rate (after warm-up) of optimisers built from this config
+    betas: tuple[Beta, Beta] = (0.0, 0.99)
+    weight_decay: Annotated[float, Ge(0)] = 0.0
+    warmup_steps: Annotated[int, Ge(0)] = 20  # linear warm-up, then cosine decay to lr * min_lr_ratio at `steps`
+    min_lr_ratio: Annotated[float, Interval(ge=0, le=1)] = 0.1
+    # max global grad norm per optimiser; 0: no clipping (the norm is still logged)
+    grad_clip: Annotated[float, Ge(0), Doc("0 disables clipping")] = 1.0
+    # Not accelerate's "no": `dvc exp run -S` rewrites params.yaml without quotes, and YAML 1.1 then reads a bare
+    # no as false.
+    mixed_precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    ema_half_life_images: Annotated[float, Gt(0)] = 500.0  # EMA half-life in images (stylegan2-ada)
+    # half-life <= samples_seen * ema_rampup early in training
+    ema_rampup: Annotated[float, Gt(0), Doc("null: no ramp-up")] | None = None
+    checkpoint_every: Annotated[int, Ge(1)] = 50
+    keep_checkpoints: Annotated[int, Ge(1)] = 3
+    # runs whose checkpoints were set aside by a run with another fingerprint (latest checkpoint each, newest
+    # runs first); None keeps them all
+    keep_superseded: Annotated[int, Ge(0)] | None = None
+    log_every: Annotated[int, Ge(1)] = 10
     seed: int = 0
-    tracker: str = "dvclive"  # "dvclive" | "wandb" (always offline) | "none"
+    tracker: Literal["dvclive", "wandb", "none"] = "dvclive"  # wandb: always offline
     tracker_dir: str | None = None  # where DVCLive writes metrics/plots; None: <out_dir>/dvclive
-    out_dir: str = "data/models/run"
+    out_dir: Annotated[str, MinLen(1)] = "data/models/run"
     init_from: str | None = None  # a weights file, or a directory of <model name>.safetensors
-    training_mode: str = "full"  # "full" | "lora"
-    lora_rank: int = 8
-    lora_alpha: int = 16
+    training_mode: Literal["full", "lora"] = "full"
+    lora_rank: Annotated[int, Ge(1)] = 8
+    lora_alpha: Annotated[int, Ge(1)] = 16
     lora_targets: list[str] = field(default_factory=list)  # glob patterns of module names
-    nan_policy: str = "stop"  # "stop" raises TrainingDiverged; "skip" zeroes grads and skips the step
+    nan_policy: Literal["stop", "skip"] = "stop"  # stop raises TrainingDiverged; skip zeroes grads, skips the step
 
     def __post_init__(self) -> None:
-        _positive_int(self, "steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
-                      "log_every", "lora_rank", "lora_alpha")
-        if self.lr <= 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas: need two numbers in [0, 1), got {self.betas!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.warmup_steps <= self.steps:
+        super().__post_init__()
+        if self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps: must be in [0, steps={self.steps}], got {self.warmup_steps}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip: must be >= 0 (0 disables clipping), got {self.grad_clip}")
-        if self.ema_half_life_images <= 0:
-            raise ValueError(f"ema_half_life_images: must be > 0, got {self.ema_half_life_images}")
-        if self.ema_rampup is not None and self.ema_rampup <= 0:
-            raise ValueError(f"ema_rampup: must be > 0 or null (no ramp-up), got {self.ema_rampup}")
-        _one_of(self, "mixed_precision", MIXED_PRECISION)
-        _one_of(self, "tracker", TRACKERS)
-        _one_of(self, "training_mode", TRAINING_MODES)
-        _one_of(self, "nan_policy", NAN_POLICIES)
-        if not self.out_dir:
-            raise ValueError("out_dir: must be a non-empty path")
         if self.training_mode == "lora" and not self.lora_targets:
             raise ValueError("lora_targets: training_mode 'lora' needs at least one module name pattern "
                              "(e.g. ['*.to_q', '*.to_v']); add them or set training_mode: full")
@@ -94,21 +77,7 @@ class TrainConfig:
         return self.batch_size * self.grad_accum
 
 
-def _positive_int(cfg: TrainConfig, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-
-
-def _one_of(cfg: TrainConfig, name: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(cfg, name)
-    if value not in allowed:
-        raise ValueError(f"{name}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
-
-
-__all__ = ["MIXED_PRECISION", "NAN_POLICIES", "TRACKERS", "TRAINING_MODES", "TrainConfig", "flatten_section",
-           "section_parts", "split_section"]
+__all__ = ["TrainConfig", "flatten_section", "section_parts", "split_section"]
 
 
 # ----------------------------------------------------------------------------- trainer sections of params.yaml

@@ -27,21 +27,25 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from annotated_types import Doc, Ge, Gt, MinLen
+
+from lib.config import Checked
 from lib.train.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
-TRANSITIONS = ("step", "epoch", "plateau")
-MODES = ("min", "max")
+Mode = Literal["min", "max"]  # min: losses, max: scores
+Patience = Annotated[int, Ge(1), Doc("observations without improvement")]
+MinDelta = Annotated[float, Ge(0), Doc("smallest change that counts as improvement")]
 
 
 # ----------------------------------------------------------------------------- plateau / early stopping
 
 
 @dataclass
-class EarlyStopping:
+class EarlyStopping(Checked):
     """Plateau detector on one logged metric: stop once ``monitor`` has not improved by more than
     ``min_delta`` for ``patience`` consecutive observations.
 
@@ -50,24 +54,17 @@ class EarlyStopping:
     """
 
     monitor: str = "val/loss"
-    patience: int = 5
-    min_delta: float = 0.0
-    mode: str = "min"
+    patience: Patience = 5
+    min_delta: MinDelta = 0.0
+    mode: Mode = "min"
     best: float | None = field(default=None, init=False)
     best_step: int = field(default=-1, init=False)
     bad_count: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.monitor:
             raise ValueError("monitor: must name a logged metric (e.g. 'val/loss'), got ''")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
-            raise ValueError(f"patience: must be an integer >= 1 (observations without improvement), "
-                             f"got {self.patience!r}")
-        if not self.min_delta >= 0:
-            raise ValueError(f"min_delta: must be >= 0 (smallest change that counts as improvement), "
-                             f"got {self.min_delta!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode: {self.mode!r} is not one of 'min' (losses), 'max' (scores)")
 
     def observe(self, step: int, metrics: Mapping[str, float]) -> bool:
         """Feed the metrics logged after ``step`` optimiser steps; return :attr:`should_stop`."""
@@ -105,50 +102,37 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
-class PhaseConfig:
+class PhaseConfig(Checked):
     """One curriculum phase. ``lr`` is the phase's peak LR for optimisers built from ``TrainConfig.lr``
     (others are scaled by ``lr / TrainConfig.lr``); each phase warms up over ``warmup_steps`` and then
     decays (cosine) to ``lr * TrainConfig.min_lr_ratio`` at ``steps`` (its maximum length in optimiser
     steps; for ``"epoch"`` at the end of its epochs if sooner). ``batch_size`` replaces
     ``TrainConfig.batch_size`` while the phase runs."""
 
-    name: str
-    resolution: int
-    frames: int
-    batch_size: int
-    lr: float
-    steps: int
-    warmup_steps: int = 0
-    transition: str = "step"  # "step" | "epoch" | "plateau"
-    epochs: int = 1  # transition "epoch": epochs in this phase
-    patience: int = 5  # transition "plateau": observations without improvement
-    min_delta: float = 0.0
+    name: Annotated[str, MinLen(1), Doc("used in logs and to check resumes")]
+    resolution: Annotated[int, Ge(1)]
+    frames: Annotated[int, Ge(1)]
+    batch_size: Annotated[int, Ge(1)]
+    lr: Annotated[float, Gt(0)]
+    steps: Annotated[int, Ge(1)]
+    warmup_steps: Annotated[int, Ge(0)] = 0
+    transition: Literal["step", "epoch", "plateau"] = "step"
+    epochs: Annotated[int, Ge(1)] = 1  # transition "epoch": epochs in this phase
+    patience: Patience = 5  # transition "plateau"
+    min_delta: MinDelta = 0.0
     monitor: str = "train/loss"  # transition "plateau": the metric key (e.g. "val/loss")
-    mode: str = "min"
+    mode: Mode = "min"
 
     def __post_init__(self) -> None:
-        where = f"phase {self.name!r}: "
-        if not self.name:
-            raise ValueError("name: every phase needs a non-empty name (used in logs and to check resumes)")
-        for key in ("resolution", "frames", "batch_size", "steps", "epochs", "patience"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{where}{key}: must be an integer >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"{where}lr: must be > 0, got {self.lr!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
-                or not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"{where}warmup_steps: must be an integer in [0, steps={self.steps}], "
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            raise ValueError(f"phase {self.name!r}: {err}") from None
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"phase {self.name!r}: warmup_steps: must be an integer in [0, steps={self.steps}], "
                              f"got {self.warmup_steps!r}; lower it or raise steps")
-        if self.transition not in TRANSITIONS:
-            raise ValueError(f"{where}transition: {self.transition!r} is not one of "
-                             f"{', '.join(map(repr, TRANSITIONS))}")
-        if not self.min_delta >= 0:
-            raise ValueError(f"{where}min_delta: must be >= 0, got {self.min_delta!r}")
         if not self.monitor:
-            raise ValueError(f"{where}monitor: must name a logged metric (e.g. 'val/loss')")
-        if self.mode not in MODES:
-            raise ValueError(f"{where}mode: {self.mode!r} is not one of 'min', 'max'")
+            raise ValueError(f"phase {self.name!r}: monitor: must name a logged metric (e.g. 'val/loss')")
 
     def plateau(self) -> EarlyStopping:
         """Return a fresh plateau detector with this phase's ``monitor``/``patience``/``min_delta``/``mode``."""
@@ -163,19 +147,19 @@ CPU_PHASES = (
 
 
 @dataclass(frozen=True)
-class CurriculumConfig:
+class CurriculumConfig(Checked):
     """Phases run in order. Default: :data:`CPU_PHASES` (32 px/4 frames -> 64/8 -> 128/16, minutes on a CPU).
 
     ``gradient_checkpointing`` is for the stage building the model (activation memory at 1024 px x 49
     frames); the Trainer does not read it.
     """
 
-    phases: tuple[PhaseConfig, ...] = CPU_PHASES
+    phases: Annotated[tuple[PhaseConfig, ...], MinLen(1),
+                      Doc("at least one phase: name, resolution, frames, batch_size, lr, steps")] = CPU_PHASES
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if not self.phases:
-            raise ValueError("phases: need at least one phase (name, resolution, frames, batch_size, lr, steps)")
+        super().__post_init__()
         names = [p.name for p in self.phases]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -323,5 +307,5 @@ class CurriculumScheduler:
         self.history = [dict(h) for h in state["history"]]
 
 
-__all__ = ["CPU_DEFAULT", "CPU_PHASES", "GPU_PRESET", "MODES", "TRANSITIONS", "CurriculumConfig",
-           "CurriculumScheduler", "EarlyStopping", "PhaseConfig", "StepsPerEpoch"]
+__all__ = ["CPU_DEFAULT", "CPU_PHASES", "GPU_PRESET", "CurriculumConfig", "CurriculumScheduler", "EarlyStopping",
+           "MinDelta", "Mode", "Patience", "PhaseConfig", "StepsPerEpoch"]

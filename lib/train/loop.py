@@ -23,7 +23,11 @@ Several CPU processes (gloo), as the DDP test does: ``ACCELERATE_USE_CPU=1 torch
 Resumption: at construction the latest complete checkpoint under ``out_dir`` (if any) is loaded
 (weights, optimisers, schedules, RNG, EMA, counters) and ``data(start_step)`` is called with the
 step to resume at, so the data order resumes too. A resumed run equals an uninterrupted one when
-``data`` is a function of the step (e.g. a generator seeded by the step index).
+``data`` is a function of the step (e.g. a generator seeded by the step index). Only a checkpoint with
+the run's own ``fingerprint`` is resumed; another run's is moved to ``checkpoints/superseded-<its
+fingerprint>/`` (its latest checkpoint) and comes back if that run's fingerprint does. The main process
+holds a lock on ``out_dir`` from construction to the end of :meth:`Trainer.run`, so a second process on
+the same ``out_dir`` fails at once, naming the holder.
 
 Run length: ``cfg.steps`` optimiser steps, unless the run ends earlier because
 
@@ -83,8 +87,17 @@ from tqdm.auto import tqdm
 
 from lib.config import to_dict
 from lib.io import atomic_write_json, atomic_write_text
-from lib.train.checkpoint import (TrainState, checkpoint_fingerprint, latest_checkpoint, load_checkpoint,
-                                  save_checkpoint)
+from lib.locks import exclusive
+from lib.train.checkpoint import (
+    TrainState,
+    checkpoint_fingerprint,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_superseded,
+    restore_superseded,
+    save_checkpoint,
+    set_aside,
+)
 from lib.train.config import TrainConfig
 from lib.train.curriculum import CurriculumScheduler, EarlyStopping, PhaseConfig
 from lib.train.ema import EMA
@@ -185,9 +198,9 @@ class Trainer:
         # 3. accelerate: device placement, DDP/FSDP wrapping, autocast, grad scaler (one prepare call)
         prepared = self.accelerator.prepare(*models.values(), *optimizers.values(), *schedulers.values())
         prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
-        self.models = dict(zip(models, prepared[:len(models)]))
-        self.optimizers = dict(zip(optimizers, prepared[len(models):len(models) + len(optimizers)]))
-        self.schedulers = dict(zip(schedulers, prepared[len(models) + len(optimizers):]))
+        self.models = dict(zip(models, prepared[:len(models)], strict=False))
+        self.optimizers = dict(zip(optimizers, prepared[len(models):len(models) + len(optimizers)], strict=False))
+        self.schedulers = dict(zip(schedulers, prepared[len(models) + len(optimizers):], strict=False))
 
         # 4. EMA, counters and monitor are saved with every checkpoint, beside models and optimisers
         self.emas = {name: EMA(self.unwrap(name), cfg.ema_half_life_images, cfg.ema_rampup) for name in ema_models}
@@ -195,21 +208,47 @@ class Trainer:
         extra = [obj for obj in (monitor, curriculum, early_stopping) if obj is not None]
         self.accelerator.register_for_checkpointing(self.state, *self.emas.values(), *extra)
 
-        # 5. resume from the latest complete checkpoint, if there is one and it belongs to this run: a
-        #    checkpoint made with other params or code would silently continue another experiment
-        self.state.fingerprint = fingerprint
-        self.resumed_from = latest_checkpoint(self.out_dir)
-        if self.resumed_from is not None and checkpoint_fingerprint(self.resumed_from) != fingerprint:
-            log.warning("checkpoints in %s were made with other params or code: starting a fresh run",
-                        self.resumed_from.parent)
-            if self.accelerator.is_main_process:
-                shutil.rmtree(self.resumed_from.parent)
-            self.accelerator.wait_for_everyone()
-            self.resumed_from = None
-        if self.resumed_from is not None:
-            load_checkpoint(self.accelerator, self.resumed_from)
-            log.info("resumed from %s at step %d", self.resumed_from, self.state.step)
+        # 5. one process at a time writes out_dir (released by run() or close()); then resume the latest
+        #    checkpoint of this run: one made with other params, data or code is set aside, not resumed
+        self._lock = contextlib.ExitStack()
+        if self.accelerator.is_main_process:
+            self._lock.enter_context(exclusive(self.out_dir, "trainer out_dir"))
+        try:
+            self.state.fingerprint = fingerprint
+            self._restored = self._switch_runs(fingerprint)
+            self.resumed_from = latest_checkpoint(self.out_dir)
+            if self.resumed_from is not None:
+                load_checkpoint(self.accelerator, self.resumed_from)
+                log.info("resumed from %s at step %d", self.resumed_from, self.state.step)
+        except BaseException:
+            self.close()
+            raise
         self.step = self.state.step
+
+    def close(self) -> None:
+        """Release ``out_dir`` for other processes (run() does it when it ends)."""
+        self._lock.close()
+
+    def _switch_runs(self, fingerprint: str) -> bool:
+        """Set aside the checkpoints of another run (other fingerprint) and bring back this run's, if it was set
+        aside earlier; return True when it was (the run then resumes from there)."""
+        acc, out = self.accelerator, self.out_dir
+        latest = latest_checkpoint(out)
+        restored = None
+        if acc.is_main_process:
+            if latest is not None and (old := checkpoint_fingerprint(latest)) != fingerprint:
+                aside = set_aside(out, old)
+                log.warning("checkpoints in %s were made with other params, data or code: starting another run; "
+                            "the old run's latest checkpoint is kept in %s (its run resumes from there when its "
+                            "params, data and code come back; delete the folder to free the space)",
+                            latest.parent, aside)
+            restored = restore_superseded(out, fingerprint)
+            if restored is not None:
+                log.info("this run was set aside earlier: its checkpoint %s is back in place", restored)
+            for path in prune_superseded(out, self.cfg.keep_superseded):
+                log.info("keep_superseded: %s: deleted %s", self.cfg.keep_superseded, path)
+        acc.wait_for_everyone()
+        return restored is not None  # known on the main process, the only one that touches the tracker files
 
     # ---------------------------------------------------------------- helpers for step_fn
 
@@ -334,6 +373,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self.close()
         acc.end_training()
         return dict(state.metrics)
 
@@ -383,7 +423,7 @@ class Trainer:
         acc = self.accelerator
         if acc.num_processes > 1 and metrics:  # mean over processes (same keys on every rank)
             values = acc.reduce(torch.tensor(list(metrics.values()), device=acc.device), reduction="mean")
-            metrics = dict(zip(metrics, values.tolist()))
+            metrics = dict(zip(metrics, values.tolist(), strict=False))
         return metrics
 
     def _window_means(self, window: dict[str, list[Any]]) -> dict[str, float]:
@@ -496,7 +536,8 @@ class Trainer:
             kwargs = {"dir": str(live_dir), "resume": self.resumed_from is not None,
                       "save_dvc_exp": False, "dvcyaml": False, **self.tracker_kwargs}
             if kwargs["resume"] and self.accelerator.is_main_process:
-                truncate_dvclive_history(live_dir, self.state.step)
+                # a run brought back from the side: the history since its checkpoint is another run's
+                truncate_dvclive_history(live_dir, -1 if self._restored else self.state.step)
         else:
             kwargs = {"dir": str(self.out_dir), **self.tracker_kwargs, "mode": "offline"}
         self.accelerator.init_trackers(self.out_dir.name, config=to_dict(cfg), init_kwargs={cfg.tracker: kwargs})

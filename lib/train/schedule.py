@@ -51,8 +51,8 @@ def refresh_lr(scheduler: Any) -> list[float]:
     ``scheduler`` is a ``LambdaLR`` or accelerate's wrapper of one. Returns the new LRs.
     """
     inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's AcceleratedScheduler wraps it
-    lrs = [base * fn(inner.last_epoch) for base, fn in zip(inner.base_lrs, inner.lr_lambdas)]
-    for group, lr in zip(inner.optimizer.param_groups, lrs):
+    lrs = [base * fn(inner.last_epoch) for base, fn in zip(inner.base_lrs, inner.lr_lambdas, strict=False)]
+    for group, lr in zip(inner.optimizer.param_groups, lrs, strict=False):
         if isinstance(group["lr"], torch.Tensor):  # tensor LRs (capturable optimisers) are updated in place
             group["lr"].fill_(lr)
         else:

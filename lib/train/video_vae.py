@@ -30,24 +30,25 @@ Everything plugs into the one loop (:class:`lib.train.loop.Trainer`):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Doc, Ge
 
-from lib.config import ConfigError, from_dict
+from lib.config import Checked, ConfigError, from_dict
 from lib.data.clips import ClipSpec
 from lib.data.video_dataset import BucketBatchSampler, SSv2ClipDataset, VideoLoaderConfig, iterate_steps
 from lib.losses.vae import VideoVAELoss, VideoVAELossWeights, kl_divergence, reduce_kl
 from lib.models.video_vae import VideoVAE, VideoVAEConfig
 from lib.train.config import TrainConfig, flatten_section, section_parts
+from lib.train.curriculum import CurriculumConfig, CurriculumScheduler, EarlyStopping, MinDelta, Mode, PhaseConfig
+from lib.train.fingerprint import manifest_content
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
-from lib.train.curriculum import CurriculumConfig, CurriculumScheduler, EarlyStopping, PhaseConfig
 from lib.train.loop import StepFn, Trainer, ValidateFn
 
 MODEL = "vae"  # the Trainer's model name: weights land in <out_dir>/final/raw/vae.safetensors
@@ -57,19 +58,18 @@ _PHASE_OWNED = {"batch_size": "batch_size", "resolution": "resolution", "clip_fr
 
 
 @dataclass(frozen=True)
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Checked):
     """``early_stopping`` of a VAE section: stop once ``monitor`` has not improved by more than ``min_delta``
     for ``patience`` consecutive validations. ``patience: 0`` or ``null`` turns it off."""
 
     monitor: str = "val/loss"
-    patience: int | None = 0
-    min_delta: float = 0.0
-    mode: str = "min"
+    patience: Annotated[int, Ge(0), Doc("0 and null turn it off")] | None = 0
+    min_delta: MinDelta = 0.0
+    mode: Mode = "min"
 
     def __post_init__(self) -> None:
-        if self.patience is not None and (isinstance(self.patience, bool) or self.patience < 0):
-            raise ValueError(f"early_stopping.patience: must be an integer >= 0 (0 or null: off), got {self.patience!r}")
-        self.build()  # checks monitor / min_delta / mode with EarlyStopping's own messages
+        super().__post_init__()
+        self.build()  # checks monitor with EarlyStopping's own message
 
     def build(self) -> EarlyStopping | None:
         """Return a fresh :class:`EarlyStopping`, or None when it is off."""
@@ -82,7 +82,7 @@ class EarlyStoppingConfig:
 
 
 @dataclass(frozen=True)
-class VideoVAETrainConfig:
+class VideoVAETrainConfig(Checked):
     """A video VAE trainer section: ``train`` (flat in the file) plus the VAE's own keys.
 
     ``resolution`` is the side of the square training clips (see the module docstring for how frames become
@@ -94,21 +94,16 @@ class VideoVAETrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: VideoVAEConfig = field(default_factory=VideoVAEConfig)
     loss: VideoVAELossWeights = field(default_factory=VideoVAELossWeights)
-    resolution: int = 64
-    clip_frames: int = 8
-    clip_stride: int = 2
-    val_clips: int = 4
-    val_every: int | None = None
+    resolution: Annotated[int, Ge(1)] = 64
+    clip_frames: Annotated[int, Ge(1)] = 8
+    clip_stride: Annotated[int, Ge(1)] = 2
+    val_clips: Annotated[int, Ge(1)] = 4
+    val_every: Annotated[int, Ge(1), Doc("null: log_every")] | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     curriculum: CurriculumConfig | None = None
 
     def __post_init__(self) -> None:
-        for name in ("resolution", "clip_frames", "clip_stride", "val_clips"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-        if self.val_every is not None and (isinstance(self.val_every, bool) or self.val_every < 1):
-            raise ValueError(f"val_every: must be an integer >= 1 or null (= log_every), got {self.val_every!r}")
+        super().__post_init__()
         sc = self.model.spatial_compression
         for where, res in [("resolution", self.resolution)] + [
                 (f"curriculum phase {p.name!r} resolution", p.resolution) for p in self.phases()]:
@@ -171,7 +166,8 @@ def _to_square(video: torch.Tensor, size: int, tops: list[int], lefts: list[int]
     squares to ``size`` (bilinear, antialiased); return float [-1, 1] ``[B, C, T, size, size]``."""
     B, C, T, H, W = video.shape
     side = min(H, W)
-    crops = torch.stack([video[b, :, :, t:t + side, l:l + side] for b, (t, l) in enumerate(zip(tops, lefts))])
+    crops = torch.stack([video[b, :, :, top:top + side, left:left + side]
+                         for b, (top, left) in enumerate(zip(tops, lefts, strict=False))])
     x = crops.to(torch.float32) / 127.5 - 1.0
     if side != size:
         frames = x.transpose(1, 2).reshape(B * T, C, side, side)
@@ -337,18 +333,10 @@ def kl_per_element(mean: torch.Tensor, logvar: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------- trainer
 
 
-# Modules whose code decides the training trajectory: a change starts a fresh run instead of resuming.
-TRAJECTORY_CODE = ("lib.train.video_vae", "lib.train.loop", "lib.train.curriculum", "lib.train.schedule",
-                   "lib.train.ema", "lib.models.video_vae", "lib.models.vgg", "lib.losses.vae",
-                   "lib.data.video_dataset", "lib.data.clips")
-
-
 def run_fingerprint(cfg: VideoVAETrainConfig, manifest: str | Path) -> str:
-    """Return a digest of what decides the run's trajectory: params (bookkeeping aside), the manifest's path and
-    content, and the code. Checkpoints with another fingerprint are not resumed."""
-    path = Path(manifest)
-    data = {"manifest": str(manifest), "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None}
-    return fingerprint_of(to_section(cfg), data, TRAJECTORY_CODE)
+    """Return a digest of what decides the run's trajectory: params (bookkeeping aside), the manifest's rows, and
+    the code (this module's import closure). Checkpoints with another fingerprint are not resumed."""
+    return fingerprint_of(to_section(cfg), {"manifest": manifest_content(manifest)}, __name__)
 
 
 def build_model(cfg: VideoVAETrainConfig) -> VideoVAE:
@@ -391,7 +379,6 @@ def describe(cfg: VideoVAETrainConfig) -> str:
 
 __all__ = [
     "MODEL",
-    "TRAJECTORY_CODE",
     "EarlyStoppingConfig",
     "VideoVAETrainConfig",
     "build_model",

@@ -71,7 +71,7 @@ def test_data_is_a_function_of_the_step(manifest):
     assert b["hq"].min() >= -1 and b["hq"].max() <= 1
     resumed = list(data(3))  # optimiser step 3 = micro-batch 6
     assert len(resumed) == 6
-    for x, y in zip(all_batches[6:], resumed):
+    for x, y in zip(all_batches[6:], resumed, strict=False):
         assert torch.equal(x["hq"], y["hq"]) and torch.equal(x["lq"], y["lq"])
 
 

@@ -33,8 +33,8 @@ from lib.train.cad_vlm import (
     validation_loss,
 )
 from lib.train.checkpoint import latest_checkpoint
-from tests.helpers.training import run_killed_at
 from tests.helpers.cad_vlm_data import write_cad_conversations
+from tests.helpers.training import run_killed_at
 
 TOK = CADTokenizer()
 
@@ -90,7 +90,7 @@ def test_dataset_skips_and_counts_bad_answers_and_resizes_images(tiny, tmp_path)
     assert conv.counts.read == len(records) + 1 and conv.counts.unparseable == 1
     assert conv.counts.too_long == sum(n > limit for n in lengths) > 0
     assert conv.counts.kept == len(conv) == sum(n <= limit for n in lengths)
-    assert all(ids == TOK.encode(a) and len(ids) <= limit for ids, a in zip(conv.ids, conv.answers))
+    assert all(ids == TOK.encode(a) and len(ids) <= limit for ids, a in zip(conv.ids, conv.answers, strict=False))
 
     cfg = from_section(section(tmp_path / "run", image_size=24))
     data = load_data(cfg, tiny["conversations"], tiny["images"])
@@ -176,7 +176,8 @@ def test_exact_resume_after_a_kill(tiny, tmp_path):
 def _tsv(path: Path) -> dict[int, float]:
     lines = path.read_text().splitlines()
     cols = lines[0].split("\t")
-    return {int(row.split("\t")[cols.index("step")]): float(row.split("\t")[cols.index(path.stem)]) for row in lines[1:]}
+    return {int(row.split("\t")[cols.index("step")]): float(row.split("\t")[cols.index(path.stem)])
+            for row in lines[1:]}
 
 
 def test_convergence_table_matches_the_losses_dvclive_logged(tiny, tmp_path, monkeypatch):

@@ -81,7 +81,8 @@ def _trainer(cfg, phases, step_fn, calls, **kw):
 
 def _final(cfg):
     root = Path(cfg.out_dir) / "final"
-    return {f"{kind}/{k}": v for kind in ("raw", "ema") for k, v in load_file(str(root / kind / "net.safetensors")).items()}
+    return {f"{kind}/{k}": v for kind in ("raw", "ema")
+            for k, v in load_file(str(root / kind / "net.safetensors")).items()}
 
 
 def _expected_lr(step, phase, start):
@@ -302,7 +303,7 @@ def test_presets_and_params_shapes():
 @pytest.mark.parametrize(("bad", "match"), [
     ({"warmup_steps": 5}, "warmup_steps: must be an integer in \\[0, steps=4\\]"),
     ({"transition": "loss"}, "transition: 'loss' is not one of"),
-    ({"batch_size": 0}, "batch_size: must be an integer >= 1"),
+    ({"batch_size": 0}, "batch_size: must be >= 1, got 0"),
     ({"lr": 0.0}, "lr: must be > 0"),
     ({"patience": 0}, "patience"),
     ({"min_delta": -1.0}, "min_delta"),

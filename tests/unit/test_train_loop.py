@@ -222,8 +222,55 @@ def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
     assert t1.resumed_from is None
     t2, _ = _run(cfg, fingerprint="params-A")  # same run: resumes from its last checkpoint
     assert t2.resumed_from is not None and t2.resumed_from.name == "step-000004"
-    t3, _ = _run(cfg, fingerprint="params-B")  # other params or code: a fresh run, old checkpoints removed
+    t3, _ = _run(cfg, fingerprint="params-B")  # other params or code: a fresh run; A's checkpoint set aside
     assert t3.resumed_from is None and t3.state.step == 4
+    aside = Path(cfg.out_dir) / "checkpoints" / "superseded-params-A"
+    assert [p.name for p in aside.iterdir()] == ["step-000004"]
+
+
+def test_a_killed_run_superseded_by_new_params_keeps_its_checkpoint_and_comes_back(tmp_path):
+    from tests.helpers.training import run_killed_at
+
+    cfg = _cfg(tmp_path, steps=8, warmup_steps=1, checkpoint_every=2)
+    run_killed_at(Trainer(cfg, _gan(), gan_step, _data(cfg), ema_models=["G"], fingerprint="A"), step=5)
+    checkpoints = Path(cfg.out_dir) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000002", "step-000004"]
+    cfg_b = dataclasses.replace(cfg, lr=1e-3)
+    t_b, _ = _run(cfg_b, fingerprint="B")  # changed params: a fresh run B
+    assert t_b.resumed_from is None
+    kept = checkpoints / "superseded-A" / "step-000004"  # A's latest checkpoint survives B
+    assert (kept / "trainer_state.json").is_file()
+    assert json.loads((kept / "trainer_state.json").read_text())["step"] == 4
+    # back to A's params: A resumes where it was killed and ends like an uninterrupted run; B is set aside
+    t_a, _ = _run(cfg, fingerprint="A")
+    assert t_a.resumed_from is not None and t_a.resumed_from.name == "step-000004"
+    assert (checkpoints / "superseded-B" / "step-000008").is_dir() and not (checkpoints / "superseded-A").exists()
+    resumed = _final(cfg)
+    straight = _cfg(tmp_path, name="straight", steps=8, warmup_steps=1, checkpoint_every=2)
+    _run(straight, fingerprint="A")
+    for key, state in _final(straight).items():
+        for name, tensor in state.items():
+            torch.testing.assert_close(resumed[key][name], tensor, rtol=0, atol=0)
+
+
+def test_keep_superseded_bounds_the_runs_set_aside(tmp_path):
+    cfg = _cfg(tmp_path, steps=2, warmup_steps=1, checkpoint_every=2, keep_superseded=2)
+    for fingerprint in ("A", "B", "C", "D"):
+        _run(cfg, fingerprint=fingerprint)
+    root = Path(cfg.out_dir) / "checkpoints"
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith("superseded-")) == \
+        ["superseded-B", "superseded-C"]
+
+
+def test_a_second_trainer_on_the_same_out_dir_is_refused_naming_the_holder(tmp_path):
+    from lib.locks import LockedError
+
+    cfg = _cfg(tmp_path, steps=2, warmup_steps=1)
+    first = Trainer(cfg, _gan(), gan_step, _data(cfg))
+    with pytest.raises(LockedError, match=r"trainer out_dir is in use by pid \d+"):
+        Trainer(cfg, _gan(), gan_step, _data(cfg))
+    first.run(progress=False)  # run() releases the lock when it ends
+    Trainer(cfg, _gan(), gan_step, _data(cfg)).close()
 
 
 def test_wandb_tracker_writes_an_offline_run_under_out_dir(tmp_path, monkeypatch):

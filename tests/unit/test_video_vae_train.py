@@ -20,8 +20,8 @@ from lib.train.video_vae import (
     to_section,
 )
 from lib.video.encode import EncodeSettings, write_video
-from tests.helpers.training import final_weights, run_killed_at
 from tests.helpers.ssv2_data import moving_frames
+from tests.helpers.training import final_weights, run_killed_at
 
 H, W = 32, 64
 TINY_MODEL = {"channels": 8, "latent_channels": 2, "temporal_compression": 2, "spatial_compression": 2, "blocks": 1}
@@ -35,7 +35,8 @@ def manifest(tmp_path_factory):
     rows = []
     for k in range(8):
         path = f"videos/{k}.webm"
-        write_video(root / path, moving_frames(12 + k, H, W, seed=k), fps=12, settings=EncodeSettings(keyframe_interval=6))
+        write_video(root / path, moving_frames(12 + k, H, W, seed=k), fps=12,
+                    settings=EncodeSettings(keyframe_interval=6))
         rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
                      "class_index": 0, "path": path, "frames": 12 + k, "fps": 12.0, "width": W, "height": H})
     pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
@@ -66,7 +67,8 @@ def test_square_crop_spans_the_short_side_and_resizes():
     for b in range(2):
         left = round((full[b, 0, 0, 0, 0].item() + 1) * 127.5)
         assert 0 <= left <= W - H
-        assert torch.equal(full[b], video[b, :, :, :, left:left + H].float() / 127.5 - 1)  # whole height, same on all frames
+        # whole height, same on all frames
+        assert torch.equal(full[b], video[b, :, :, :, left:left + H].float() / 127.5 - 1)
     center = center_square_resize(video[0], 8)
     assert center.shape == (3, 2, 8, 8)
     # the central square (columns 16..47) averaged down: mean intensity = mean of those columns
@@ -142,13 +144,15 @@ def test_curriculum_section_defaults_and_clashes(tmp_path):
 
 @pytest.mark.parametrize("over, match", [
     ({"resolutoin": 16}, r"p: train_video_vae\.resolutoin: unknown key; did you mean 'resolution'\?"),
-    ({"resolution": 17}, r"resolution: 17 is not divisible by model.spatial_compression=2; use a multiple of 2 \(e.g. 16\)"),
+    ({"resolution": 17},
+     r"resolution: 17 is not divisible by model.spatial_compression=2; use a multiple of 2 \(e.g. 16\)"),
     ({"curriculum": {"phases": [{**PHASES[0], "resolution": 9}]}, "batch_size": None},
      r"curriculum phase 'A' resolution: 9 is not divisible"),
-    ({"early_stopping": {"patience": -1}}, r"early_stopping.patience: must be an integer >= 0 \(0 or null: off\)"),
+    ({"early_stopping": {"patience": -1}},
+     r"early_stopping.patience: must be >= 0 or null \(0 and null turn it off\), got -1"),
     ({"early_stopping": {"patience": 2, "monitor": ""}}, r"early_stopping.monitor: must name a logged metric"),
-    ({"loss": {"perceptual": -1.0}}, r"perceptual must be >= 0"),
-    ({"val_every": 0}, r"val_every: must be an integer >= 1 or null"),
+    ({"loss": {"perceptual": -1.0}}, r"loss\.perceptual: must be >= 0, got -1.0"),
+    ({"val_every": 0}, r"val_every: must be >= 1 or null \(null: log_every\), got 0"),
 ])
 def test_config_errors_name_the_key_and_the_fix(tmp_path, over, match):
     sec = section(tmp_path, **over)
