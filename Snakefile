@@ -11,6 +11,6 @@ sys.path.insert(0, workflow.basedir)
 configfile: "params.yaml"
 
 PARAMS_FILE = workflow.configfiles[0] if workflow.configfiles else "params.yaml"
+__import__("lib.config").config.check_sections(config, PARAMS_FILE)  # unknown/misspelled sections stop here
 
-include: "rules/ssv2.smk"
-include: "rules/deepcad.smk"
+include: "rules/fanout.smk"

@@ -1,25 +1,43 @@
-"""Sharding shared by every fan-out stage: stable assignment, file names, digests, joining the parts.
+"""The fan-out skeleton every sharded stage shares: plan, shard identity, the shard loop, the verified merge.
 
-A shard job recomputes the (cheap) plan and takes its slice; its Snakemake ``params`` carry a digest of
-that slice, so only shards whose items changed rerun.
+A stage describes itself with a :class:`FanOut` (its plan, per-item worker, columns and final files); this
+module does the rest. Each shard file is named by its digest, ``shards/shard-00003-<digest>.parquet``, and
+carries it in its parquet metadata: the digest of the shard's slice of the plan, of the settings that change
+its rows and of the code that computes them (the import closure of the stage module). A missing name is
+exactly a shard to compute, and the merge refuses any shard that is not the current plan's, so correctness
+never depends on Snakemake's ``.snakemake/`` metadata. The merge's own inputs are named by the whole plan's
+digest (``shards/plan-<digest>.json``), so a change of plan-level quarantine alone reruns it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
-from lib.io import remove_stale_temps
-from lib.quarantine import QuarantineEntry
+from lib.config import to_dict
+from lib.identity import code_digest
+from lib.io import DataError, atomic_path, atomic_write_json, atomic_write_parquet, remove_stale_temps, remove_unlisted
+from lib.quarantine import QuarantineEntry, QuarantineError
 
 Item = TypeVar("Item")
+log = logging.getLogger(__name__)
+
+SHARD_DIR = "shards"
+QUARANTINE = "quarantine.json"
+SUMMARY = "summary.json"
+DIGEST_KEY = b"shard_digest"  # parquet schema metadata of a shard file
+NOT_SETTINGS = ("cores", "shards")  # config fields that change no row (shards is in each item's ``shard``)
 
 
 @dataclass
@@ -51,9 +69,14 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards
 
 
-def shard_name(index: int) -> str:
-    """Return the file name of shard ``index`` (zero-padded so listings sort)."""
-    return f"shard-{index:05d}.parquet"
+def shard_name(index: int, shard_digest: str) -> str:
+    """Return the file name of shard ``index`` with digest ``shard_digest`` (index zero-padded so listings sort)."""
+    return f"shard-{index:05d}-{shard_digest}.parquet"
+
+
+def plan_record_name(plan_digest: str) -> str:
+    """Return the file name of the plan record of a plan with digest ``plan_digest``."""
+    return f"plan-{plan_digest}.json"
 
 
 def digest(records: Iterable[dict]) -> str:
@@ -64,17 +87,51 @@ def digest(records: Iterable[dict]) -> str:
     return h.hexdigest()[:16]
 
 
-def read_shards(directory: str | Path, shards: int, *, rerun_hint: str) -> pd.DataFrame:
-    """Concatenate shard parquets 0..shards-1 of ``directory``; a missing one raises naming ``rerun_hint``."""
-    directory = Path(directory)
-    remove_stale_temps(directory)
-    parts = []
-    for i in range(shards):
-        path = directory / shard_name(i)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: shard missing; run `{rerun_hint}` to finish")
-        parts.append(pd.read_parquet(path))
-    return pd.concat(parts, ignore_index=True)
+def shard_digest(data: str, settings: dict[str, Any], code: str) -> str:
+    """Return a shard's identity: the digest of its slice of the plan (``data``), the settings that change its
+    rows and the code digest of the stage."""
+    return digest([{"data": data, "settings": settings, "code": code}])
+
+
+@dataclass(frozen=True)
+class PlanIdentity:
+    """The digests of one plan under one config and code: one per shard (its file name) and the whole plan's."""
+
+    shards: tuple[str, ...]
+    digest: str
+    settings: dict[str, Any]
+    code: str
+
+    def shard_file(self, index: int) -> str:
+        """Return the file name shard ``index`` must have."""
+        return shard_name(index, self.shards[index])
+
+    def record_file(self) -> str:
+        """Return the file name of the plan record."""
+        return plan_record_name(self.digest)
+
+
+def write_shard(path: str | Path, frame: pd.DataFrame, shard_digest: str) -> Path:
+    """Write a shard's rows to parquet atomically with ``shard_digest`` in the schema metadata; return ``path``."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), DIGEST_KEY: shard_digest.encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_shard(path: str | Path, expected: str, *, rerun_hint: str) -> pd.DataFrame:
+    """Return the rows of the shard file ``path``; raise naming the file and ``rerun_hint`` when it is missing
+    or its embedded digest is not ``expected`` (a renamed or copied file, not the plan's shard)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: shard missing; run `{rerun_hint}` to finish")
+    table = pq.read_table(path)
+    embedded = (table.schema.metadata or {}).get(DIGEST_KEY, b"").decode() or "none"
+    if embedded != expected:
+        raise DataError(f"{path}: shard digest {embedded} is not the plan's {expected} (a renamed or copied file?); "
+                        f"delete it and run `{rerun_hint}`")
+    return table.to_pandas()
 
 
 def natural_key(item_id: str) -> tuple:
@@ -106,3 +163,118 @@ def result_counts(good: pd.DataFrame, quarantine: list[dict]) -> dict[str, Any]:
         "by_split": {s: int(n) for s, n in good["split"].value_counts().sort_index().items()},
         "quarantine_by_reason": dict(sorted(Counter(q["reason"] for q in quarantine).items())),
     }
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """One sharded stage, described by its dataset-specific parts; the methods are the shared skeleton.
+
+    ``worker(cfg)`` returns a callable ``(root, item) -> row`` (raising :class:`QuarantineError` for a bad item),
+    made once per non-empty shard; when it has a ``close()`` (e.g. a GL renderer), it is called at the end.
+    ``quarantine_row(item)`` gives the fields a quarantined item keeps. ``finish(root, cfg, good, quarantine)``
+    removes outputs no good row points at and returns the summary; the skeleton then writes ``table``,
+    ``quarantine.json`` and ``summary.json`` atomically.
+    """
+
+    name: str  # the stage, and the Snakemake target rule users type
+    rule_prefix: str  # Snakemake rules <prefix>_shard, <prefix>_plan, <prefix>_merge
+    entry: str  # the module the jobs run; its import closure is the shards' code identity
+    source: tuple[str, type]  # (params section, dataclass) of the dataset root
+    config: tuple[str, type]  # (params section, dataclass) of the stage; has out, shards, cores
+    plan: Callable[[Path, int], ShardPlan]
+    worker: Callable[[Any], Callable[[Path, Any], dict]]
+    quarantine_row: Callable[[Any], dict]
+    columns: Callable[[Any], list[str]]
+    table: str  # the merged rows' file name in <out>
+    finish: Callable[[Path, Any, pd.DataFrame, list[dict]], dict]
+    int_columns: tuple[str, ...] = ()
+    unit: str = "item"  # progress bar unit
+    mem_mb: int = 1000  # Snakemake resources of one shard job
+
+    @property
+    def rerun_hint(self) -> str:
+        """Return the command that brings the shards up to date."""
+        return f"snakemake --cores N {self.name}"
+
+    def settings(self, root: str | Path, cfg: Any) -> dict[str, Any]:
+        """Return what, besides the items and the code, changes a shard's rows: the root and the stage config
+        without ``cores``/``shards``."""
+        return {"root": Path(root).as_posix(),
+                **{k: v for k, v in to_dict(cfg).items() if k not in NOT_SETTINGS}}
+
+    def identity(self, root: str | Path, cfg: Any, plan: ShardPlan | None = None) -> tuple[ShardPlan, PlanIdentity]:
+        """Return the plan (computed unless given) and its :class:`PlanIdentity` under ``cfg`` and today's code."""
+        plan = self.plan(Path(root), cfg.shards) if plan is None else plan
+        settings = self.settings(root, cfg)
+        code = code_digest(self.entry)
+        shards = tuple(shard_digest(fp, settings, code) for fp in plan.fingerprints(cfg.shards))
+        return plan, PlanIdentity(shards, digest([{"plan": plan.digest(), "shards": shards}]), settings, code)
+
+    def run_shard(self, root: str | Path, cfg: Any, index: int, *, progress: bool = True,
+                  expected: str | None = None) -> Path:
+        """Process every item of shard ``index`` and write its file atomically; return its path.
+
+        ``expected`` is the digest the caller planned with (Snakemake's, from the file name it asked for); a
+        different digest now means the data, params or code changed while the workflow ran, and nothing is written.
+        """
+        root, shard_dir = Path(root), Path(cfg.out) / SHARD_DIR
+        plan, ident = self.identity(root, cfg)
+        own = ident.shards[index]
+        if expected is not None and expected != own:
+            raise DataError(f"{shard_dir / shard_name(index, expected)}: planned with digest {expected}, but the "
+                            f"items, params or code of shard {index} now give {own} (changed while the workflow "
+                            f"ran); run `{self.rerun_hint}` again")
+        items = plan.shard_items(index)
+        rows = []
+        worker = self.worker(cfg) if items else None
+        try:
+            for item in tqdm(items, desc=f"{self.name} shard {index}", unit=self.unit, disable=not progress):
+                try:
+                    row = {**worker(root, item), "reason": None, "detail": None}
+                except QuarantineError as err:
+                    row = {**self.quarantine_row(item), "reason": err.reason, "detail": err.detail}
+                rows.append(row)
+        finally:
+            close = getattr(worker, "close", None)
+            if close is not None:
+                close()
+        return write_shard(shard_dir / ident.shard_file(index), pd.DataFrame(rows, columns=self.columns(cfg)), own)
+
+    def write_plan_record(self, root: str | Path, cfg: Any, *, expected: str | None = None,
+                          plan: ShardPlan | None = None) -> Path:
+        """Write ``<out>/shards/plan-<digest>.json`` (the plan's shard files and digests) and return its path;
+        ``expected`` as in :meth:`run_shard`, for the plan digest."""
+        plan, ident = self.identity(root, cfg, plan)
+        path = Path(cfg.out) / SHARD_DIR / ident.record_file()
+        if expected is not None and expected != ident.digest:
+            raise DataError(f"{path.with_name(plan_record_name(expected))}: planned with digest {expected}, but the "
+                            f"data, params or code now give {ident.digest} (changed while the workflow ran); "
+                            f"run `{self.rerun_hint}` again")
+        counts = Counter(it.shard for it in plan.items)
+        atomic_write_json(path, {
+            "stage": self.name, "digest": ident.digest, "code": ident.code, "settings": ident.settings,
+            "items": len(plan.items), "plan_quarantine": len(plan.quarantine),
+            "shards": [{"file": ident.shard_file(i), "digest": d, "items": counts[i]}
+                       for i, d in enumerate(ident.shards)]})
+        return path
+
+    def merge(self, root: str | Path, cfg: Any) -> dict:
+        """Join the plan's shard files (refusing a missing one or one whose digest is not the plan's) into
+        ``table``, ``quarantine.json`` and ``summary.json``; delete shard files of other plans; return the summary."""
+        root, out = Path(root), Path(cfg.out)
+        shard_dir = out / SHARD_DIR
+        plan, ident = self.identity(root, cfg)
+        remove_stale_temps(shard_dir)
+        rows = pd.concat([read_shard(shard_dir / ident.shard_file(i), d, rerun_hint=self.rerun_hint)
+                          for i, d in enumerate(ident.shards)], ignore_index=True)
+        good, quarantine = split_results(rows, plan, self.int_columns)
+        summary = self.finish(root, cfg, good, quarantine)
+        if not (shard_dir / ident.record_file()).is_file():  # run without Snakemake: leave what it would
+            self.write_plan_record(root, cfg, plan=plan)
+        atomic_write_parquet(out / self.table, good)
+        atomic_write_json(out / QUARANTINE, quarantine)
+        atomic_write_json(out / SUMMARY, summary)
+        stale = remove_unlisted(shard_dir, {ident.record_file(), *map(ident.shard_file, range(cfg.shards))})
+        if stale:
+            log.info("removed %d shard file(s) of other plans from %s", stale, shard_dir)
+        return summary

@@ -9,10 +9,11 @@ Each shard parses, normalises, writes the CAD code, builds the mesh (trimesh + m
 and renders the views with pyrender offscreen through EGL (Mesa on the CPU, NVIDIA on a GPU), one
 renderer per shard. Malformed models and blank renders are quarantined with their reason.
 
-Subcommands (what the Snakemake rules call):
-    plan         print the plan: models per shard and split-level quarantine (writes nothing)
-    shard -i N   render the models of shard N -> <out>/shards/shard-0000N.parquet
-    merge        join the shards -> <out>/models.parquet, quarantine.json, summary.json
+Subcommands (what the Snakemake rules, rules/fanout.smk, call):
+    plan         print the plan: models per shard, split-level quarantine, shard files (writes nothing)
+    record       write the plan record <out>/shards/plan-<digest>.json (what the merge rule waits for)
+    shard -i N   render the models of shard N -> <out>/shards/shard-0000N-<digest>.parquet
+    merge        check the plan's shards, join them -> <out>/models.parquet, quarantine.json, summary.json
     run          all shards then merge in this process (no Snakemake)
 
 Reads deepcad.root (synthetic data by default; point it at a real download) and section render_deepcad.
@@ -20,12 +21,11 @@ Reads deepcad.root (synthetic data by default; point it at a real download) and 
 from __future__ import annotations
 
 from lib.cli import run_stage, sharded_stage_main
-from lib.deepcad.render_models import DeepCADSource, RenderDeepCADConfig, merge_shards, plan_render, run_shard
+from lib.deepcad.render_models import FANOUT
 
 
 def main() -> None:
-    sharded_stage_main("render_deepcad", __doc__, source=("deepcad", DeepCADSource), config=("render_deepcad", RenderDeepCADConfig),
-                       plan=plan_render, run_shard=run_shard, merge=merge_shards)
+    sharded_stage_main(FANOUT, __doc__)
 
 
 if __name__ == "__main__":

@@ -2,29 +2,29 @@
 
 Plan (split file + listing, cheap, recomputed by every job) -> per shard: parse, normalise, CAD code,
 watertight mesh, one renderer reused for the whole shard -> merge to ``models.parquet``,
-``quarantine.json`` and ``summary.json``. Every file is written atomically; a bad model is quarantined
-with its reason and the rest goes on.
+``quarantine.json`` and ``summary.json``. This module holds only what is DeepCAD's; :data:`FANOUT` hands it
+to the shared fan-out skeleton (``lib.shards``: shard loop, digest-named shard files, verified merge). Every
+file is written atomically; a bad model is quarantined with its reason and the rest goes on.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
-from tqdm import tqdm
+from annotated_types import Ge
 
+from lib.config import Checked
 from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
-from lib.io import (DataError, UnsafePathError, atomic_path, atomic_write_json, atomic_write_parquet, read_json,
-                    remove_unlisted)
+from lib.io import DataError, UnsafePathError, atomic_path, read_json, remove_unlisted
 from lib.quarantine import QuarantineEntry, QuarantineError
-from lib.shards import ShardPlan, natural_key, read_shards, result_counts, shard_name, shard_of, split_results
-
+from lib.shards import QUARANTINE as QUARANTINE  # re-exported: readers of the outputs name them from here
+from lib.shards import SUMMARY as SUMMARY
+from lib.shards import FanOut, ShardPlan, natural_key, result_counts, shard_of
 
 MODELS = "models.parquet"
-QUARANTINE = "quarantine.json"
-SUMMARY = "summary.json"
-SHARD_DIR = "shards"
 IMAGE_DIR = "images"
 MESH_DIR = "meshes"
 
@@ -37,27 +37,26 @@ class DeepCADSource:
 
 
 @dataclass(frozen=True)
-class RenderDeepCADConfig:
+class RenderDeepCADConfig(Checked):
     """``render_deepcad`` params: shards, views, image size, CAD code precision, blank-render limit."""
 
     out: str = "data/processed/deepcad_render"
-    shards: int = 4
+    shards: Annotated[int, Ge(1)] = 4
     cores: int = 2  # snakemake --cores used by the DVC stage
-    views: list[str] = field(default_factory=lambda: ["front", "top", "right"])
-    image_size: int = 512
+    views: list[str] = field(default_factory=lambda: ["front", "top", "right"])  # from lib.render.VIEWS
+    image_size: Annotated[int, Ge(16)] = 512
     code_decimals: int = 4
     normalize_size: float = 0.75  # DeepCAD's NORM_FACTOR: max |coordinate| after normalisation
     min_foreground: float = 0.002  # a view with fewer non-background pixels than this fraction is blank
     save_meshes: bool = True
 
     def __post_init__(self) -> None:
-        from lib.render import VIEWS
+        super().__post_init__()
+        from lib.render import VIEWS  # not at the top: importing lib.render sets PYOPENGL_PLATFORM, loads trimesh
 
         unknown = [v for v in self.views if v not in VIEWS]
         if unknown or not self.views:
             raise ValueError(f"views must be a non-empty list from {sorted(VIEWS)}, got {self.views}")
-        if self.shards < 1 or self.image_size < 16:
-            raise ValueError("need shards >= 1 and image_size >= 16")
 
 
 @dataclass(frozen=True)
@@ -176,28 +175,6 @@ class ModelRenderer:
         return row
 
 
-def run_shard(root: str | Path, cfg: RenderDeepCADConfig, index: int, *, progress: bool = True) -> Path:
-    """Render every model of shard ``index``; write its parquet atomically and return its path."""
-    root, out = Path(root), Path(cfg.out)
-    items = plan_render(root, cfg.shards).shard_items(index)
-    rows = []
-    renderer = ModelRenderer(cfg) if items else None
-    try:
-        for item in tqdm(items, desc=f"render_deepcad shard {index}", unit="model", disable=not progress):
-            try:
-                row = renderer(root, item)
-                row.update(reason=None, detail=None)
-            except QuarantineError as err:
-                row = {"id": item.id, "split": item.split, "source_path": item.source,
-                       "reason": err.reason, "detail": err.detail}
-            rows.append(row)
-    finally:
-        if renderer is not None:
-            renderer.close()
-    frame = pd.DataFrame(rows, columns=_columns(cfg))
-    return atomic_write_parquet(out / SHARD_DIR / shard_name(index), frame)
-
-
 def _columns(cfg: RenderDeepCADConfig) -> list[str]:
     cols = ["id", "split", "source_path", "code", "extrudes", "operations", "volume", "faces", "watertight"]
     for v in cfg.views:
@@ -205,20 +182,26 @@ def _columns(cfg: RenderDeepCADConfig) -> list[str]:
     return cols + ["mesh", "reason", "detail"]
 
 
-def merge_shards(root: str | Path, cfg: RenderDeepCADConfig) -> dict:
-    """Join the shard parquets into ``models.parquet`` and ``quarantine.json``; return the summary written."""
-    root, out = Path(root), Path(cfg.out)
-    plan = plan_render(root, cfg.shards)
-    rows = read_shards(out / SHARD_DIR, cfg.shards, rerun_hint="snakemake --cores N render_deepcad")
-    good, quarantine = split_results(rows, plan, ("extrudes", "faces"))
+def _quarantine_row(item: PlannedModel) -> dict:
+    return {"id": item.id, "split": item.split, "source_path": item.source}
+
+
+def _finish(root: Path, cfg: RenderDeepCADConfig, good: pd.DataFrame, quarantine: list[dict]) -> dict:
+    """Delete images and meshes no good row points at; return the summary."""
+    out = Path(cfg.out)
     remove_unlisted(out / IMAGE_DIR, {name for v in cfg.views for name in good[f"image_{v}"]})
     remove_unlisted(out / MESH_DIR, set(good["mesh"].dropna()) if cfg.save_meshes else set())
-    atomic_write_parquet(out / MODELS, good)
-    atomic_write_json(out / QUARANTINE, quarantine)
-    summary = {"root": str(root), "models": int(len(good)), "images": int(len(good) * len(cfg.views)),
-               "views": list(cfg.views), **result_counts(good, quarantine)}
-    atomic_write_json(out / SUMMARY, summary)
-    return summary
+    return {"root": str(root), "models": int(len(good)), "images": int(len(good) * len(cfg.views)),
+            "views": list(cfg.views), **result_counts(good, quarantine)}
+
+
+FANOUT = FanOut(
+    name="render_deepcad", rule_prefix="deepcad", entry="stages.render_deepcad",
+    source=("deepcad", DeepCADSource), config=("render_deepcad", RenderDeepCADConfig),
+    plan=plan_render, worker=ModelRenderer, quarantine_row=_quarantine_row, columns=_columns,
+    table=MODELS, finish=_finish, int_columns=("extrudes", "faces"), unit="model", mem_mb=2000)
+run_shard = FANOUT.run_shard  # (root, cfg, index, *, progress=True): one shard's parquet
+merge_shards = FANOUT.merge  # (root, cfg): models.parquet, quarantine and summary; returns the summary
 
 
 def read_models(out: str | Path) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """SSv2 ingestion: plan (label-level checks), per-shard probe + training copy, merge to one manifest.
 
 The plan is pure and cheap (label files + a directory listing), so every shard job recomputes it
-and takes its own slice: no plan file whose rewrite would invalidate every shard. Each shard writes
-one parquet atomically; the merge writes ``manifest.parquet``, ``quarantine.json``, ``summary.json``.
+and takes its own slice. This module holds only what is SSv2's: the plan, one video's probe and training
+copy, the manifest's columns and the merge's last step; :data:`FANOUT` hands them to the shared fan-out
+skeleton (``lib.shards``), which writes the digest-named shards and ``manifest.parquet``, ``quarantine.json``,
+``summary.json``.
 """
 from __future__ import annotations
 
@@ -10,15 +12,19 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
+from annotated_types import Ge
 from PIL import Image
-from tqdm import tqdm
 
-from lib.io import UnsafePathError, atomic_write_json, atomic_write_parquet, is_within, remove_unlisted, safe_join
+from lib.config import Checked
+from lib.io import UnsafePathError, is_within, remove_unlisted, safe_join
 from lib.quarantine import QuarantineEntry, QuarantineError
-from lib.shards import ShardPlan, natural_key, read_shards, result_counts, shard_name, shard_of, split_results
+from lib.shards import QUARANTINE as QUARANTINE  # re-exported: readers of the outputs name them from here
+from lib.shards import SUMMARY as SUMMARY
+from lib.shards import FanOut, ShardPlan, natural_key, result_counts, shard_of
 from lib.ssv2.labels import (
     BadEntry,
     LabelEntry,
@@ -39,13 +45,14 @@ class SSv2Source:
 
 
 @dataclass(frozen=True)
-class IngestSSv2Config:
+class IngestSSv2Config(Checked):
     """``ingest_ssv2`` params: sharding, the training copy, and what counts as a bad video."""
 
     out: str = "data/interim/ssv2"
-    shards: int = 4
+    shards: Annotated[int, Ge(1)] = 4
     cores: int = 2  # snakemake --cores used by the DVC stage
-    mode: str = "reencode"  # "reencode": training copy with the settings below; "keep": point at the source
+    # reencode: training copy with the settings below; keep: point at the source
+    mode: Literal["reencode", "keep"] = "reencode"
     short_side: int | None = None  # training copy's shorter side in pixels; None keeps the size
     fps: int | None = None  # training copy's frame rate; None keeps it
     keyframe_interval: int = 6  # frames between keyframes in the copy: small = fast random access
@@ -59,12 +66,6 @@ class IngestSSv2Config:
     min_frames: int = 8
     min_seconds: float = 1.0
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("reencode", "keep"):
-            raise ValueError(f"mode must be 'reencode' or 'keep', got {self.mode!r}")
-        if self.shards < 1:
-            raise ValueError("shards must be >= 1")
-
     def encode_settings(self) -> EncodeSettings:
         """Return the encoder settings of the training copy."""
         return EncodeSettings(codec=self.codec, crf=self.crf, keyframe_interval=self.keyframe_interval,
@@ -72,9 +73,6 @@ class IngestSSv2Config:
 
 
 MANIFEST = "manifest.parquet"
-QUARANTINE = "quarantine.json"
-SUMMARY = "summary.json"
-SHARD_DIR = "shards"
 COPY_DIR = "videos"
 
 
@@ -273,49 +271,37 @@ def _base_row(item: PlannedItem) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# shards and merge
+# shards and merge (the loop, the shard files and the verified merge are lib.shards's)
 
-SHARD_COLUMNS = ["id", "split", "label", "template", "template_raw", "class_index", "placeholders", "source_path", "path",
-                 "frames", "fps", "width", "height", "probe_frames", "probe_fps", "probe_width", "probe_height",
+SHARD_COLUMNS = ["id", "split", "label", "template", "template_raw", "class_index", "placeholders", "source_path",
+                 "path", "frames", "fps", "width", "height", "probe_frames", "probe_fps", "probe_width", "probe_height",
                  "probe_duration_s", "probe_declared_duration_s", "probe_codec", "probe_bytes",
                  "reason", "detail"]
 
 
-def run_shard(root: str | Path, cfg: IngestSSv2Config, index: int, *, progress: bool = True) -> Path:
-    """Probe and copy every video of shard ``index``; write its parquet atomically and return its path.
-
-    Rows of bad videos carry ``reason`` and ``detail``; good rows have them empty.
-    """
-    root, out = Path(root), Path(cfg.out)
-    plan = plan_ingest(root, cfg.shards)
-    rows = []
-    for item in tqdm(plan.shard_items(index), desc=f"ingest_ssv2 shard {index}", unit="video", disable=not progress):
-        try:
-            row = ingest_video(root, out, item, cfg)
-            row.update(reason=None, detail=None)
-        except QuarantineError as err:
-            row = _base_row(item)
-            row.update(reason=err.reason, detail=err.detail)
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=SHARD_COLUMNS)
-    return atomic_write_parquet(out / SHARD_DIR / shard_name(index), frame)
+def _video_worker(cfg: IngestSSv2Config):
+    out = Path(cfg.out)
+    return lambda root, item: ingest_video(root, out, item, cfg)
 
 
-def merge_shards(root: str | Path, cfg: IngestSSv2Config) -> dict:
-    """Join all shard parquets into the manifest and the quarantine list; return the summary written."""
-    root, out = Path(root), Path(cfg.out)
-    plan = plan_ingest(root, cfg.shards)
-    shards = read_shards(out / SHARD_DIR, cfg.shards, rerun_hint="snakemake --cores N ingest_ssv2")
-    good, quarantine = split_results(shards, plan, ("frames", "width", "height", "probe_frames", "probe_width",
-                                                    "probe_height", "probe_bytes", "class_index"))
-    # training copies no manifest row points at (quarantined, removed, or all of them in keep mode)
+def _finish(root: Path, cfg: IngestSSv2Config, good: pd.DataFrame, quarantine: list[dict]) -> dict:
+    """Delete training copies no manifest row points at (quarantined, removed, or all of them in keep mode);
+    return the summary."""
+    out = Path(cfg.out)
     copies = out / COPY_DIR
     remove_unlisted(copies, {os.path.relpath(out / p, copies).replace(os.sep, "/") for p in good["path"]})
-    atomic_write_parquet(out / MANIFEST, good)
-    atomic_write_json(out / QUARANTINE, quarantine)
-    summary = {"root": str(root), "videos": int(len(good)), **result_counts(good, quarantine), "mode": cfg.mode}
-    atomic_write_json(out / SUMMARY, summary)
-    return summary
+    return {"root": str(root), "videos": int(len(good)), **result_counts(good, quarantine), "mode": cfg.mode}
+
+
+FANOUT = FanOut(
+    name="ingest_ssv2", rule_prefix="ssv2", entry="stages.ingest_ssv2",
+    source=("ssv2", SSv2Source), config=("ingest_ssv2", IngestSSv2Config),
+    plan=plan_ingest, worker=_video_worker, quarantine_row=_base_row, columns=lambda cfg: SHARD_COLUMNS,
+    table=MANIFEST, finish=_finish, unit="video", mem_mb=1500,
+    int_columns=("frames", "width", "height", "probe_frames", "probe_width", "probe_height", "probe_bytes",
+                 "class_index"))
+run_shard = FANOUT.run_shard  # (root, cfg, index, *, progress=True): one shard's parquet
+merge_shards = FANOUT.merge  # (root, cfg): the manifest, quarantine and summary; returns the summary
 
 
 def read_manifest(out: str | Path) -> pd.DataFrame:

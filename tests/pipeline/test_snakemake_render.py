@@ -15,7 +15,7 @@ def deepcad_clone(clone):
     ids = ["0000/00000001", "0000/00000002", "0001/00001003"]
     models = [real_model(), square_model([(0, 0), (0.03, 0), (0.03, 0.02), (0, 0.02)]),
               square_model([(0, 0), (0.02, 0), (0.01, 0.03)])]
-    write_root(clone / "data/raw/deepcad_synth", dict(zip(ids, models)),
+    write_root(clone / "data/raw/deepcad_synth", dict(zip(ids, models, strict=False)),
                {"train": ids[:2], "validation": ids[2:], "test": []})
     set_params(clone, {"render_deepcad": {"shards": 2, "image_size": 96}})
     return clone, ids
