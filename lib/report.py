@@ -3,6 +3,7 @@ charts, and markdown-safe number formatting."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,17 @@ def bar_chart(title: str, xlabel: str, counts: dict[str, int], empty: str, heigh
     ax.margins(x=0.1)
     ax.grid(axis="x", alpha=0.3)
     return fig
+
+def plots_md(plots: list[Path | str], report_dir: Path | str) -> list[str]:
+    """Return a report's "Plots" section: each figure linked relative to ``report_dir``; nothing without plots."""
+    if not plots:
+        return []
+    lines = ["## Plots", ""]
+    for p in plots:
+        rel = os.path.relpath(Path(p).resolve(), Path(report_dir).resolve()).replace(os.sep, "/")
+        lines += [f"![{Path(p).stem}]({rel})", ""]
+    return lines
+
 
 def md_cell(value: Any) -> str:
     """Return ``value`` as text safe inside a markdown table cell."""

@@ -32,7 +32,9 @@ from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
 from lib.data.video_dataset import load_stable_config
 from lib.embed import EmbedConfig
+from lib.gates import require_validated
 from lib.ssv2.ingest import IngestSSv2Config
+from lib.ssv2.validate import ValidateSSv2Config
 from lib.train.apt import clip_texts, from_section, loader_config, make_trainer, to_section
 
 log = logging.getLogger("train_apt")
@@ -42,6 +44,7 @@ def main() -> None:
     args = stage_parser("train_apt", __doc__).parse_args()
     cfg = from_section(read_params(args.params).get("train_apt"), f"{args.params}: train_apt")
     ingest = load_section(args.params, "ingest_ssv2", IngestSSv2Config)
+    require_validated(load_section(args.params, "validate_ssv2", ValidateSSv2Config).report_dir, "validate_ssv2")
     stable_path = Path(load_section(args.params, "bench_loader", BenchLoaderConfig).out) / "stable.json"
     stable = load_stable_config(stable_path, default={})
     loader = loader_config(cfg, str(Path(ingest.out) / "manifest.parquet"), stable)

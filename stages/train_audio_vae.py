@@ -9,7 +9,8 @@ the `audio` folder (section audio: root, sample_rate, split_file, ...; by defaul
 synth_speech), seeded by (seed, step). Files the scan rejects are quarantined, logged and counted in
 <out_dir>/data.json. Every `val_every` steps the loss terms on fixed validation crops are logged as val/*;
 early_stopping: {monitor: val/loss, patience, min_delta} ends the run on a plateau. `threads` sets
-torch's CPU threads (1 by default: fastest for this small model on a shared CPU).
+torch's CPU threads (1 by default: fastest for this small model on a shared CPU). Starts only when
+<validate_audio.report_dir>/metrics.json records a passed validate_audio (lib.gates.require_validated).
 
 Params: section train_audio_vae. Trainer knobs are flat (steps, batch_size, lr, checkpoint_every, out_dir, ...:
 lib.train.TrainConfig); model / loss / mel / early_stopping are nested mappings. Try a variant with
@@ -31,8 +32,10 @@ from pathlib import Path
 import torch
 
 from lib.audio.folder import AudioFolderConfig
+from lib.audio.validate import ValidateAudioConfig
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
+from lib.gates import require_validated
 from lib.io import atomic_write_json
 from lib.train.audio_vae import from_section, load_audio_data, make_trainer, to_section
 
@@ -43,6 +46,7 @@ def main() -> None:
     args = stage_parser("train_audio_vae", __doc__).parse_args()
     cfg = from_section(read_params(args.params).get("train_audio_vae"), f"{args.params}: train_audio_vae")
     folder = load_section(args.params, "audio", AudioFolderConfig)
+    require_validated(load_section(args.params, "validate_audio", ValidateAudioConfig).report_dir, "validate_audio")
     log.info("train_audio_vae: %s", to_section(cfg))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)

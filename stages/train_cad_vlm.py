@@ -38,6 +38,8 @@ from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params, to_dict
 from lib.deepcad.conversations import CADConversationsConfig
 from lib.deepcad.render_models import IMAGE_DIR, RenderDeepCADConfig
+from lib.deepcad.validate import ValidateDeepCADConfig
+from lib.gates import require_validated
 from lib.train.cad_vlm import (
     HF_MODEL_NAME,
     MODEL_NAME,
@@ -58,6 +60,8 @@ def main() -> None:
     args = stage_parser("train_cad_vlm", __doc__).parse_args()
     cfg = from_section(read_params(args.params).get("train_cad_vlm"), f"{args.params}: train_cad_vlm")
     conversations = load_section(args.params, "build_cad_conversations", CADConversationsConfig).out
+    require_validated(load_section(args.params, "validate_deepcad", ValidateDeepCADConfig).report_dir,
+                      "validate_deepcad")
     image_root = Path(load_section(args.params, "render_deepcad", RenderDeepCADConfig).out) / IMAGE_DIR
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

@@ -32,7 +32,9 @@ from lib.bench.loader_bench import BenchLoaderConfig
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
 from lib.data.video_dataset import load_stable_config
+from lib.gates import require_validated
 from lib.ssv2.ingest import IngestSSv2Config
+from lib.ssv2.validate import ValidateSSv2Config
 from lib.train.video_vae import describe, from_section, make_trainer, to_section
 
 
@@ -44,6 +46,7 @@ def train(name: str, doc: str) -> None:
     manifest = Path(load_section(args.params, "ingest_ssv2", IngestSSv2Config).out) / "manifest.parquet"
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: no SSv2 manifest; run `dvc repro ingest_ssv2` (or check ingest_ssv2.out)")
+    require_validated(load_section(args.params, "validate_ssv2", ValidateSSv2Config).report_dir, "validate_ssv2")
     stable_path = Path(load_section(args.params, "bench_loader", BenchLoaderConfig).out) / "stable.json"
     stable = load_stable_config(stable_path, default={})
     log.info("%s: %s", name, to_section(cfg))

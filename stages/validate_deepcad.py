@@ -17,8 +17,16 @@ from lib.cli import StageCheckFailed, run_stage, stage_parser
 from lib.config import load_section
 from lib.deepcad.conversations import OUTPUT_FILES, CADConversationsConfig
 from lib.deepcad.render_models import IMAGE_DIR, QUARANTINE, DeepCADSource, RenderDeepCADConfig, read_models
-from lib.deepcad.validate import (ValidateDeepCADConfig, check_thresholds, compute_metrics, dvc_metrics, failures,
-                                  image_stats, render_report, write_plots)
+from lib.deepcad.validate import (
+    ValidateDeepCADConfig,
+    check_thresholds,
+    compute_metrics,
+    dvc_metrics,
+    failures,
+    image_stats,
+    render_report,
+    write_plots,
+)
 from lib.io import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger("validate_deepcad")
@@ -42,12 +50,12 @@ def main() -> None:
     results = check_thresholds(metrics, cfg)
     out = Path(cfg.report_dir)
     plots = write_plots(models, render.views, images, conversations, metrics, image_dir, out, cfg)
-    atomic_write_json(out / "metrics.json", dvc_metrics(metrics))
+    failed = failures(results)
+    atomic_write_json(out / "metrics.json", {**dvc_metrics(metrics), "thresholds_failed": len(failed)})
     src = {"root": source.root, "render_out": render.out, "conversations_out": conv.out}
     atomic_write_text(out / "report.md", render_report(metrics, results, plots, models, render.views, src, cfg))
     log.info("%d models, %d images, %d conversations; report in %s", metrics["models"], metrics["images"],
              metrics["conversations"], out / "report.md")
-    failed = failures(results)
     if failed:
         raise StageCheckFailed("validate_deepcad: threshold check(s) failed (see report):\n  " + "\n  ".join(failed))
 

@@ -24,8 +24,14 @@ from lib.cli import StageCheckFailed, run_stage, stage_parser
 from lib.config import load_section, read_params
 from lib.io import atomic_write_json, atomic_write_text
 from lib.ssv2.ingest import IngestSSv2Config
-from lib.ssv2.validate import (ValidateSSv2Config, check_thresholds, compute_metrics, dvc_metrics,
-                               load_ingest_outputs, schedule_from_section)
+from lib.ssv2.validate import (
+    ValidateSSv2Config,
+    check_thresholds,
+    compute_metrics,
+    dvc_metrics,
+    load_ingest_outputs,
+    schedule_from_section,
+)
 from lib.ssv2.validate_report import render_report, write_plots
 
 log = logging.getLogger("validate_ssv2")

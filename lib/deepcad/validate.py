@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from annotated_types import Ge, Interval
 from PIL import Image
 
+from lib.config import Checked
 from lib.io import atomic_path
 from lib.quarantine import REASONS
 from lib.report import bar_chart, fmt_num, md_cell, new_figure, no_data, save_figure
@@ -22,17 +25,18 @@ PLOT_FILES = ("counts.png", "png_sizes.png", "lengths.png", "foreground.png", "s
 
 
 @dataclass(frozen=True)
-class ValidateDeepCADConfig:
+class ValidateDeepCADConfig(Checked):
     """``validate_deepcad`` params: where to write, and the thresholds that fail the stage."""
 
     report_dir: str = "reports/validate_deepcad"
-    min_models: int = 10
-    max_quarantine_fraction: float = 0.05
-    max_unreadable_images: int = 0
-    min_foreground: float = 0.002  # per image: non-background pixel fraction below this is "blank"
-    max_blank_images: int = 0
-    max_dropped_fraction: float = 0.05  # conversations dropped for length / all
-    sample_models: int = 4  # models shown in samples.png
+    min_models: Annotated[int, Ge(0)] = 10
+    max_quarantine_fraction: Annotated[float, Interval(ge=0, le=1)] = 0.05
+    max_unreadable_images: Annotated[int, Ge(0)] = 0
+    # per image: non-background pixel fraction below this is "blank"
+    min_foreground: Annotated[float, Interval(ge=0, le=1)] = 0.002
+    max_blank_images: Annotated[int, Ge(0)] = 0
+    max_dropped_fraction: Annotated[float, Interval(ge=0, le=1)] = 0.05  # conversations dropped for length / all
+    sample_models: Annotated[int, Ge(0)] = 4  # models shown in samples.png
 
 
 def image_stats(image_dir: Path, names: list[str]) -> pd.DataFrame:
@@ -64,7 +68,7 @@ def compute_metrics(models: pd.DataFrame, views: list[str], images: pd.DataFrame
     for q in render_quarantine:
         by_reason[q["reason"]] = by_reason.get(q["reason"], 0) + 1
     readable = images[images["readable"]]
-    sizes = sorted({f"{w}x{h}" for w, h in zip(readable["width"], readable["height"])})
+    sizes = sorted({f"{w}x{h}" for w, h in zip(readable["width"], readable["height"], strict=False)})
     modes = sorted(set(readable["mode"]))
     view_of = {name: v for v in views for name in models[f"image_{v}"]}
     images = images.assign(view=images["image"].map(view_of))
@@ -240,8 +244,8 @@ def render_report(metrics: dict, results: list[tuple[str, str, str, bool]], plot
         lines.append(f"| {s} | {d['models']} | {d['images']} | {d['conversations']} |")
     ic = metrics["images_check"]
     lines += ["", "## Images", "",
-              f"- missing: {ic['missing']}, unreadable: {ic['unreadable']}, blank (< {fmt_num(100 * cfg.min_foreground)}%"
-              f" foreground): {ic['blank']}",
+              f"- missing: {ic['missing']}, unreadable: {ic['unreadable']}, "
+              f"blank (< {fmt_num(100 * cfg.min_foreground)}% foreground): {ic['blank']}",
               f"- resolutions: {', '.join(ic['resolutions']) or '-'}; colour modes: {', '.join(ic['modes']) or '-'}"
               f" ({'uniform' if ic['uniform'] else '**not uniform**'})",
               f"- PNG size (KiB): min {fmt_num(metrics['png_bytes']['min'] / 1024)}, mean "

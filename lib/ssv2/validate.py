@@ -27,14 +27,16 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
+from annotated_types import Ge, Gt, Interval
 
-from lib.config import from_dict
+from lib.config import AllowNonFinite, Checked, from_dict
 from lib.io import DataError, read_json
 from lib.quarantine import REASONS
 from lib.ssv2.labels import fill_template, normalize_template, reference_classes
+from lib.thresholds import ThresholdResult
 
 SPLITS = ("train", "validation", "test")
 LABELLED_SPLITS = ("train", "validation")
@@ -53,31 +55,28 @@ SECTION = "validate_ssv2"
 
 
 @dataclass(frozen=True)
-class ExposureBands:
-    """Upper bounds of the exposure bands, in views per train video (see the module docstring)."""
+class ExposureBands(Checked):
+    """Upper bounds of the exposure bands, in views per train video (see the module docstring). ``.inf`` for
+    ``moderate`` or ``risky`` means no band above it (e.g. ``risky: .inf``: nothing is called risky)."""
 
-    conservative: float = 10
-    moderate: float = 50
-    risky: float = 100
+    conservative: Annotated[float, Gt(0)] = 10
+    moderate: Annotated[float, AllowNonFinite] = 50
+    risky: Annotated[float, AllowNonFinite] = 100
 
     def __post_init__(self) -> None:
-        if not 0 < self.conservative <= self.moderate <= self.risky:
+        super().__post_init__()
+        if not 0 < self.conservative <= self.moderate <= self.risky:  # also rejects .nan
             raise ValueError("exposure_bands must satisfy 0 < conservative <= moderate <= risky, got "
                              f"{self.conservative}, {self.moderate}, {self.risky}")
 
 
 @dataclass(frozen=True)
-class TrainerSchedule:
+class TrainerSchedule(Checked):
     """The part of a trainer's params section that fixes how many samples it draws."""
 
-    steps: int
-    batch_size: int
-    grad_accum: int = 1
-
-    def __post_init__(self) -> None:
-        for name in SCHEDULE_KEYS:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    steps: Annotated[int, Ge(1)]
+    batch_size: Annotated[int, Ge(1)]
+    grad_accum: Annotated[int, Ge(1)] = 1
 
     @property
     def samples(self) -> int:
@@ -86,26 +85,19 @@ class TrainerSchedule:
 
 
 @dataclass(frozen=True)
-class ValidateSSv2Config:
+class ValidateSSv2Config(Checked):
     """``validate_ssv2`` params: where the report goes and the thresholds the dataset must meet."""
 
     report_dir: str = "reports/validate_ssv2"
-    max_quarantine_fraction: float = 0.05  # quarantined / (good + quarantined)
-    max_missing_fraction: float = 0.05  # (missing_video + missing_label) / (good + quarantined)
-    max_duplicate_ids: int = 0  # distinct ids listed more than once
-    max_label_mismatches: int = 0  # labelled rows whose label, template or class index disagree
-    min_videos_per_class: int = 3  # labelled (train + validation) videos of every class present
-    min_videos: int = 10  # good videos in the manifest
+    max_quarantine_fraction: Annotated[float, Interval(ge=0, le=1)] = 0.05  # quarantined / (good + quarantined)
+    # (missing_video + missing_label) / (good + quarantined)
+    max_missing_fraction: Annotated[float, Interval(ge=0, le=1)] = 0.05
+    max_duplicate_ids: Annotated[int, Ge(0)] = 0  # distinct ids listed more than once
+    max_label_mismatches: Annotated[int, Ge(0)] = 0  # labelled rows whose label, template or class index disagree
+    min_videos_per_class: Annotated[int, Ge(0)] = 3  # labelled (train + validation) videos of every class present
+    min_videos: Annotated[int, Ge(0)] = 10  # good videos in the manifest
     exposure_trainers: list[str] = field(default_factory=lambda: ["train_apt", "train_video_vae"])
     exposure_bands: ExposureBands = field(default_factory=ExposureBands)
-
-    def __post_init__(self) -> None:
-        for name in ("max_quarantine_fraction", "max_missing_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
-        for name in ("max_duplicate_ids", "max_label_mismatches", "min_videos_per_class", "min_videos"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 def schedule_from_section(section: Any, where: str) -> TrainerSchedule | None:
@@ -345,7 +337,7 @@ def _sorted_floats(manifest: pd.DataFrame, column: str) -> list[float]:
 def _resolutions(manifest: pd.DataFrame) -> dict[str, int]:
     if not len(manifest):
         return {}
-    sizes = Counter(zip(manifest["probe_width"].astype(int), manifest["probe_height"].astype(int)))
+    sizes = Counter(zip(manifest["probe_width"].astype(int), manifest["probe_height"].astype(int), strict=False))
     return {f"{w}x{h}": n for (w, h), n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
@@ -380,21 +372,6 @@ def dvc_metrics(metrics: dict, failures: list[str]) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # thresholds
-
-
-@dataclass(frozen=True)
-class ThresholdResult:
-    """One threshold: its params key, limit, what was measured, and a message per failure."""
-
-    key: str
-    limit: float | int
-    measured: str
-    failures: tuple[str, ...] = ()
-
-    @property
-    def passed(self) -> bool:
-        """True when nothing failed."""
-        return not self.failures
 
 
 def evaluate_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[ThresholdResult]:

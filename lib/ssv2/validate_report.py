@@ -1,7 +1,6 @@
 """SSv2 validation report: the PNG plots and the markdown page built from ``compute_metrics`` output."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -9,9 +8,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lib.quarantine import REASONS
-from lib.report import bar_chart, fmt_num, fmt_pct, md_cell, new_figure, no_data, save_figure, shorten
-from lib.ssv2.validate import (DECODE_REASONS, LABELLED_SPLITS, MAX_EXAMPLES, NOT_CONFIGURED, SPLITS,
-                               ValidateSSv2Config, evaluate_thresholds, fraction)
+from lib.report import bar_chart, fmt_num, fmt_pct, md_cell, new_figure, no_data, plots_md, save_figure, shorten
+from lib.ssv2.validate import (
+    DECODE_REASONS,
+    LABELLED_SPLITS,
+    MAX_EXAMPLES,
+    NOT_CONFIGURED,
+    SPLITS,
+    ValidateSSv2Config,
+    evaluate_thresholds,
+    fraction,
+)
+from lib.thresholds import thresholds_md
 
 PLOT_FILES = ("class_balance.png", "durations.png", "resolutions.png", "quarantine.png")
 
@@ -22,7 +30,7 @@ def write_plots(manifest: pd.DataFrame, metrics: dict, out_dir: str | Path) -> l
     out_dir = Path(out_dir)
     makers = (_plot_class_balance, _plot_durations, _plot_resolutions, _plot_quarantine)
     paths = []
-    for name, make in zip(PLOT_FILES, makers):
+    for name, make in zip(PLOT_FILES, makers, strict=False):
         fig = make(manifest, metrics)
         paths.append(save_figure(fig, out_dir / name))
     return paths
@@ -51,7 +59,7 @@ def _plot_class_balance(manifest: pd.DataFrame, metrics: dict) -> Figure:
     ax.barh([v - h / 2 for v in y], ours, height=h, label="ours", color="tab:blue")
     ax.barh([v + h / 2 for v in y], expected, height=h, label="expected (real share x our labelled total)",
             color="tab:orange")
-    for v, n in zip(y, ours):
+    for v, n in zip(y, ours, strict=False):
         ax.text(n, v - h / 2, f" {n}", va="center", fontsize=7)
     ax.set_yticks(y, [shorten(r["template"]) for r in rows], fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)  # most frequent real class on top, no empty margin
@@ -146,12 +154,14 @@ def render_report(metrics: dict, failures: list[str], plots: list[Path], cfg: Va
         lines += [f"Not in the real SSv2 class list (no expected count): "
                   f"{', '.join(f'`{md_cell(t)}`' for t in cls['not_in_reference'])}.", ""]
     if cls["per_class"]:
-        lines += ["| index | class | train | validation | ours | real SSv2 videos | real share | expected | deviation |",
+        lines += ["| index | class | train | validation | ours | real SSv2 videos | real share | expected "
+                  "| deviation |",
                   "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in cls["per_class"]:
             lines.append(f"| {r['class_index']} | {md_cell(r['template'])} | {r['train']} | {r['validation']} | "
                          f"{r['videos']} | {r['real_videos'] if r['real_videos'] is not None else '–'} | "
-                         f"{fmt_pct(r['real_share'])} | {fmt_num(r['expected'])} | {fmt_num(r['deviation'], signed=True)} |")
+                         f"{fmt_pct(r['real_share'])} | {fmt_num(r['expected'])} | "
+                         f"{fmt_num(r['deviation'], signed=True)} |")
         lines.append("")
 
     q = metrics["quarantine"]
@@ -169,8 +179,8 @@ def render_report(metrics: dict, failures: list[str], plots: list[Path], cfg: Va
         lines += ["", f"Examples (up to {MAX_EXAMPLES}, spread over reasons):", "",
                   "| id | split | reason | path | detail |", "| --- | --- | --- | --- | --- |"]
         for ex in q["examples"]:
-            lines.append(f"| {md_cell(ex['id'])} | {md_cell(ex['split'])} | `{md_cell(ex['reason'])}` | {md_cell(ex['path'])} | "
-                         f"{md_cell(ex['detail'])} |")
+            lines.append(f"| {md_cell(ex['id'])} | {md_cell(ex['split'])} | `{md_cell(ex['reason'])}` | "
+                         f"{md_cell(ex['path'])} | {md_cell(ex['detail'])} |")
     else:
         lines.append("Nothing was quarantined.")
     lines.append("")
@@ -211,19 +221,12 @@ def render_report(metrics: dict, failures: list[str], plots: list[Path], cfg: Va
                 lines.append(f"| {md_cell(name)} | – | – | – | – | – | – | {NOT_CONFIGURED} |")
                 continue
             lines.append(f"| {md_cell(name)} | {row['steps']} | {row['batch_size']} | {row['grad_accum']} | "
-                         f"{row['samples']} | {row['train_videos']} | {fmt_num(row['views_per_video'])} | {row['band']} |")
+                         f"{row['samples']} | {row['train_videos']} | {fmt_num(row['views_per_video'])} | "
+                         f"{row['band']} |")
     else:
         lines.append("No trainers listed in `validate_ssv2.exposure_trainers`.")
     lines.append("")
 
-    if plots:
-        lines += ["## Plots", ""]
-        for p in plots:
-            rel = os.path.relpath(Path(p).resolve(), Path(cfg.report_dir).resolve()).replace(os.sep, "/")
-            lines += [f"![{Path(p).stem}]({rel})", ""]
-
-    lines += ["## Thresholds", "", "| params key | value | measured | result |", "| --- | ---: | --- | --- |"]
-    for r in evaluate_thresholds(metrics, cfg):
-        lines.append(f"| `{r.key}` | {r.limit} | {md_cell(r.measured)} | {'pass' if r.passed else '**FAIL**'} |")
-    lines.append("")
+    lines += plots_md(plots, cfg.report_dir)
+    lines += thresholds_md(evaluate_thresholds(metrics, cfg))
     return "\n".join(lines)

@@ -2,14 +2,13 @@
 a rerun resumes instead of retraining, and eval compares G and EMA-G with the bicubic baseline."""
 import json
 
-import torch
-
 import pandas as pd
+import torch
 import yaml
 
 from lib.video.encode import EncodeSettings, write_video
 from tests.helpers.ssv2_data import moving_frames
-from tests.helpers.workspace import run_stage_module
+from tests.helpers.workspace import pass_validation, run_stage_module
 
 H, W = 64, 96
 
@@ -23,6 +22,7 @@ def tiny_manifest(root):
         rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
                      "class_index": k % 2, "path": path, "frames": 20 + k, "fps": 12.0, "width": W, "height": H})
     pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    pass_validation(root.parent, "validate_ssv2")  # the trainers' gate, under the stage's working directory
 
 
 def test_train_then_eval_stages(tmp_path):
@@ -50,6 +50,15 @@ def test_train_then_eval_stages(tmp_path):
     again = run_stage_module("train_apt", ["--no-progress"], tmp_path)  # a rerun resumes from step 4: no work
     assert again.returncode == 0 and "step-000004" in again.stderr
 
+    # a re-ingest that changes the manifest's rows (same path): a fresh run, the old one set aside, not deleted
+    manifest = pd.read_parquet(tmp_path / "interim/manifest.parquet")
+    manifest.assign(frames=manifest["frames"] - 1).to_parquet(tmp_path / "interim/manifest.parquet")
+    fresh = run_stage_module("train_apt", ["--no-progress"], tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "starting another run" in fresh.stderr and "resumed from" not in fresh.stderr
+    aside = list((tmp_path / "models/apt/checkpoints").glob("superseded-*/step-000004"))
+    assert len(aside) == 1 and (aside[0] / "trainer_state.json").is_file()
+
     ev = run_stage_module("eval_apt", [], tmp_path)
     assert ev.returncode == 0, ev.stderr[-3000:]
     metrics = json.loads((tmp_path / "reports/eval_apt/metrics.json").read_text())
@@ -65,6 +74,21 @@ def test_unknown_train_apt_key_names_it(tmp_path):
     assert proc.returncode == 1 and "stepz" in proc.stderr and "did you mean" in proc.stderr
 
 
+def test_training_waits_for_a_passed_validation(tmp_path):
+    tiny_manifest(tmp_path / "interim")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(base_params()))
+    metrics = tmp_path / "reports/validate_ssv2/metrics.json"
+    metrics.write_text(json.dumps({"videos": 8, "thresholds_failed": 2}))
+    failed = run_stage_module("train_apt", ["--no-progress"], tmp_path)
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert failed.returncode == 1 and len(lines) == 1 and "Traceback" not in failed.stderr
+    assert "2 validation threshold(s) failed" in lines[0] and "dvc repro validate_ssv2" in lines[0]
+    assert not (tmp_path / "models/apt").exists()  # nothing trained
+    metrics.unlink()
+    missing = run_stage_module("train_apt", ["--no-progress"], tmp_path)
+    assert missing.returncode == 1 and "no validation result; run `dvc repro validate_ssv2`" in missing.stderr
+
+
 def fake_embed_cache(cache_dir, texts, dim, seed=0):
     """Write an embed_text cache (namespace + texts.parquet) holding random unit vectors for ``texts``."""
     import numpy as np
@@ -78,7 +102,7 @@ def fake_embed_cache(cache_dir, texts, dim, seed=0):
     ns = _Namespace.load(namespace_dir(cache_dir, identity))
     ns.append(keys, texts, vectors)
     pd.DataFrame({"text": texts, "kind": "label", "key": keys}).to_parquet(cache_dir / "texts.parquet")
-    return dict(zip(texts, vectors))
+    return dict(zip(texts, vectors, strict=False))
 
 
 def base_params(**train_apt):
