@@ -25,6 +25,8 @@ TINY = {
                   "crop": 32, "clip_frames": 4, "clip_stride": 1, "val_clips": 2},
     "eval_apt": {"strip_clips": 2, "batch_size": 2},
     "synth_speech": {"workers": 1},
+    "validate_audio": {"min_files": 3, "min_files_per_split": {"train": 2, "validation": 1},
+                       "min_total_seconds": 3.0},
     "train_video_vae": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 2,
                         "resolution": 16, "clip_frames": 4, "clip_stride": 1, "val_clips": 2, "val_every": 2},
     "train_curriculum": {"checkpoint_every": 2, "log_every": 2, "clip_stride": 1, "val_clips": 2, "val_every": 2,
