@@ -14,7 +14,8 @@ GPU_PRESET = {"model": {"scale": 4, "channels": 128, "blocks": 16, "text_dim": 0
               "channels_last": True}
 
 if __name__ == "__main__":
-    params = yaml.safe_load(open("params.yaml"))
+    with open("params.yaml") as fh:
+        params = yaml.safe_load(fh)
     params["train_apt"].update(GPU_PRESET)
     for pair in sys.argv[2:]:
         key, value = pair.split("=", 1)

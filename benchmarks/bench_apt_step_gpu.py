@@ -43,8 +43,8 @@ def section(args, out_dir: str, **variant) -> dict:
     model = {"scale": GPU_PRESET.scale, "channels": GPU_PRESET.channels, "blocks": GPU_PRESET.blocks}
     return {"steps": args.warmup + args.steps + 1, "batch_size": args.batch, "warmup_steps": 0, "tracker": "none",
             "checkpoint_every": 10_000, "log_every": 4, "out_dir": out_dir, "model": model, "disc": "patch",
-            "disc_channels": args.disc_channels, "loss": {"recon": 1.0}, "degrade": {"scale": GPU_PRESET.scale}, "crop": args.hq,
-            "clip_frames": args.frames, **variant}
+            "disc_channels": args.disc_channels, "loss": {"recon": 1.0}, "degrade": {"scale": GPU_PRESET.scale},
+            "crop": args.hq, "clip_frames": args.frames, **variant}
 
 
 def random_data(cfg, batch: int, frames: int, hq: int):

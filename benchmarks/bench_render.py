@@ -31,7 +31,7 @@ def main() -> None:
     from lib.deepcad.mesh import build_mesh
     from lib.deepcad.normalize import normalize
     from lib.deepcad.parse import load_model
-    from lib.deepcad.render_models import PlannedModel, ModelRenderer, RenderDeepCADConfig, plan_render
+    from lib.deepcad.render_models import ModelRenderer, PlannedModel, RenderDeepCADConfig, plan_render
     from lib.render import ViewRenderer
 
     with tempfile.TemporaryDirectory() as tmp:

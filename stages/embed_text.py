@@ -26,8 +26,17 @@ from pathlib import Path
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, to_dict
 from lib.deepcad.conversations import CADConversationsConfig
-from lib.embed import (EmbedConfig, collect_texts, embed_metrics, embed_texts, mirror_check, nearest_neighbours,
-                       render_report, similarity_plot, text_key)
+from lib.embed import (
+    EmbedConfig,
+    collect_texts,
+    embed_metrics,
+    embed_texts,
+    mirror_check,
+    nearest_neighbours,
+    render_report,
+    similarity_plot,
+    text_key,
+)
 from lib.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 from lib.ssv2.ingest import IngestSSv2Config
 

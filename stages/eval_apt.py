@@ -23,8 +23,15 @@ from pathlib import Path
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
 from lib.embed import EmbedConfig
-from lib.eval.apt import (EvalAPTConfig, evaluate, load_generator, render_report, strip_png, validation_clips,
-                          validation_ids)
+from lib.eval.apt import (
+    EvalAPTConfig,
+    evaluate,
+    load_generator,
+    render_report,
+    strip_png,
+    validation_clips,
+    validation_ids,
+)
 from lib.io import atomic_write_json, atomic_write_text
 from lib.ssv2.ingest import IngestSSv2Config
 from lib.train.apt import clip_texts, from_section, stack_texts, to_section

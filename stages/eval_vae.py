@@ -40,7 +40,8 @@ def main() -> None:
                       + video_md.rstrip() + "\n\n" + audio_md.rstrip() + "\n")
     for stage in (k for k in video if isinstance(video[k], dict) and "model" in video[k]):
         log.info("%s: %s", stage, "; ".join(
-            f"{p} VAE {video[stage][p]['vae']['psnr']:.2f} dB vs bicubic {video[stage][p]['bicubic_values']['psnr']:.2f}"
+            f"{p} VAE {video[stage][p]['vae']['psnr']:.2f} dB "
+            f"vs bicubic {video[stage][p]['bicubic_values']['psnr']:.2f}"
             for p in video["points"]))
     log.info("report in %s", report_dir / "report.md")
 

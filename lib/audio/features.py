@@ -11,38 +11,41 @@ Conventions (one place, so the VAE, its data and its evaluation agree):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import librosa
 import numpy as np
 import torch
+from annotated_types import Ge, Gt
 from torch import nn
+
+from lib.config import Checked
 
 
 @dataclass(frozen=True)
-class MelConfig:
+class MelConfig(Checked):
     """``mel`` params: STFT and mel filterbank settings of every log-mel in the audio pipeline."""
 
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop_length: int = 256
-    n_mels: int = 64
-    fmin: float = 0.0
+    sample_rate: Annotated[int, Ge(1)] = 16000
+    n_fft: Annotated[int, Ge(1)] = 1024
+    hop_length: Annotated[int, Ge(1)] = 256  # <= n_fft
+    n_mels: Annotated[int, Ge(1)] = 64  # <= n_fft // 2 + 1
+    fmin: Annotated[float, Ge(0)] = 0.0
     fmax: float | None = None  # None: sample_rate / 2
-    power: float = 1.0  # 1: magnitude mel; 2: power mel
-    log_floor: float = 1e-5
+    power: float = 1.0  # 1: magnitude mel; 2: power mel (a float, so not a Literal)
+    log_floor: Annotated[float, Gt(0)] = 1e-5
 
     def __post_init__(self) -> None:
-        if self.hop_length < 1 or self.hop_length > self.n_fft:
+        super().__post_init__()
+        if self.hop_length > self.n_fft:
             raise ValueError(f"need 1 <= hop_length <= n_fft, got hop_length={self.hop_length}, n_fft={self.n_fft}")
-        if self.n_mels < 1 or self.n_mels > self.n_fft // 2 + 1:
+        if self.n_mels > self.n_fft // 2 + 1:
             raise ValueError(f"n_mels must be in 1..n_fft//2+1 = {self.n_fft // 2 + 1}, got {self.n_mels}")
         top = self.fmax if self.fmax is not None else self.sample_rate / 2
-        if not 0 <= self.fmin < top <= self.sample_rate / 2:
+        if not self.fmin < top <= self.sample_rate / 2:
             raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}")
         if self.power not in (1.0, 2.0):
             raise ValueError(f"power must be 1 (magnitude) or 2 (power), got {self.power}")
-        if self.log_floor <= 0:
-            raise ValueError(f"log_floor must be > 0, got {self.log_floor}")
 
 
 def n_frames(n_samples: int, hop_length: int) -> int:

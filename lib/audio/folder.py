@@ -12,12 +12,15 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 import soxr
+from annotated_types import Doc, Ge, MinLen
 
+from lib.config import Checked
 from lib.io import DataError, UnsafePathError, safe_join
 from lib.quarantine import QuarantineEntry
 from lib.shards import natural_key
@@ -27,27 +30,24 @@ HASH_BUCKETS = 10_000
 
 
 @dataclass(frozen=True)
-class AudioFolderConfig:
+class AudioFolderConfig(Checked):
     """``audio`` params: where the audio lives, at what rate models see it, and what counts as a bad file."""
 
     root: str = "data/raw/speech_synth"
-    sample_rate: int = 16000  # rate every clip is resampled to on load
-    extensions: list[str] = field(default_factory=lambda: ["wav", "flac"])
-    min_seconds: float = 0.3
-    max_seconds: float | None = 60.0  # None: no limit
+    sample_rate: Annotated[int, Ge(1000), Doc("Hz")] = 16000  # rate every clip is resampled to on load
+    extensions: Annotated[list[str], MinLen(1), Doc("list one, e.g. [wav, flac]")] = field(
+        default_factory=lambda: ["wav", "flac"])
+    min_seconds: Annotated[float, Ge(0)] = 0.3
+    max_seconds: float | None = 60.0  # > min_seconds; None: no limit
     silence_peak: float = 1e-4  # files whose peak |sample| is below this (-80 dBFS) are quarantined as silent
     split_file: str | None = "metadata.csv"  # CSV in root with id, split columns; used when it exists
-    split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "validation": 0.1})
+    split_fractions: Annotated[dict[str, Annotated[float, Ge(0)]], MinLen(1)] = field(
+        default_factory=lambda: {"train": 0.9, "validation": 0.1})
 
     def __post_init__(self) -> None:
-        if self.sample_rate < 1000:
-            raise ValueError(f"sample_rate must be >= 1000 Hz, got {self.sample_rate}")
-        if not self.extensions:
-            raise ValueError("extensions must list at least one, e.g. [wav, flac]")
-        if self.min_seconds < 0 or (self.max_seconds is not None and self.max_seconds <= self.min_seconds):
+        super().__post_init__()
+        if self.max_seconds is not None and self.max_seconds <= self.min_seconds:
             raise ValueError(f"need 0 <= min_seconds < max_seconds, got {self.min_seconds}, {self.max_seconds}")
-        if not self.split_fractions or any(v < 0 for v in self.split_fractions.values()):
-            raise ValueError(f"split_fractions must map split names to fractions >= 0, got {self.split_fractions}")
         if abs(sum(self.split_fractions.values()) - 1.0) > 1e-6:
             raise ValueError(f"split_fractions must add up to 1, got {sum(self.split_fractions.values())}")
 
@@ -101,7 +101,7 @@ def read_split_file(path: Path) -> SplitFile:
             raise DataError(f"{path}: {col} values listed more than once: {dupes}; each clip needs one row")
     by_path = "path" in frame.columns
     keys = frame["path"] if by_path else frame["id"]
-    return SplitFile(dict(zip(keys, zip(frame["id"], frame["split"]))), by_path)
+    return SplitFile(dict(zip(keys, zip(frame["id"], frame["split"], strict=False), strict=False)), by_path)
 
 
 def _list_files(root: Path, extensions: list[str]) -> list[str]:

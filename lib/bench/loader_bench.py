@@ -13,6 +13,7 @@ crashes, hangs or raises becomes a row with status "failed" and a failure kind; 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,13 +27,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import psutil
+from annotated_types import Ge, Gt, MinLen
 from matplotlib.figure import Figure
 
 from lib.bench.loader_child import decode_task, init_pool, warm_task
+from lib.config import Checked
 from lib.io import atomic_write_json, atomic_write_text
 from lib.report import fmt_num, md_cell, new_figure, no_data, save_figure, shorten
 
@@ -58,46 +61,37 @@ _SHM_PATTERNS = ("shared memory", "no space left on device", "shm_open", "/dev/s
 _KILLED_PATTERNS = ("is killed by signal", "exited unexpectedly", "out of memory", "oom-kill", "oom killer")
 
 
+PositiveInts = Annotated[list[Annotated[int, Ge(1)]], MinLen(1)]
+
+
 @dataclass(frozen=True)
-class BenchLoaderConfig:
+class BenchLoaderConfig(Checked):
     """``bench_loader`` params: the grid, phase lengths, process settings and forced failures (tests)."""
 
     out: str = "data/loader"  # stable.json (read by trainers) and results.json
     report_dir: str = "reports/bench_loader"
     backend: str = "decord"  # decode backend of the loader under test
     backends_compared: list[str] = field(default_factory=lambda: ["decord", "pyav"])  # decode-only ceilings
-    batch_sizes: list[int] = field(default_factory=lambda: [2, 4, 8])
-    num_workers: list[int] = field(default_factory=lambda: [0, 1, 2])
-    prefetch_factors: list[int] = field(default_factory=lambda: [2])  # only for num_workers > 0
-    burst_batches: int = 8
-    sustained_batches: int = 40
-    sustained_top_k: int = 2
-    timeout_s: float = 120.0  # per grid point, start-up included
-    sharing_strategy: str = "file_system"  # torch.multiprocessing sharing strategy of each point
+    batch_sizes: PositiveInts = field(default_factory=lambda: [2, 4, 8])
+    num_workers: Annotated[list[Annotated[int, Ge(0)]], MinLen(1)] = field(default_factory=lambda: [0, 1, 2])
+    prefetch_factors: PositiveInts = field(default_factory=lambda: [2])  # only for num_workers > 0
+    burst_batches: Annotated[int, Ge(1)] = 8
+    sustained_batches: Annotated[int, Ge(1)] = 40
+    sustained_top_k: Annotated[int, Ge(0)] = 2
+    timeout_s: Annotated[float, Gt(0)] = 120.0  # per grid point, start-up included
+    # torch.multiprocessing sharing strategy of each point
+    sharing_strategy: Literal["file_system", "file_descriptor"] = "file_system"
     tmp_dir: str = "data/loader/tmp"  # TMPDIR of each point (and its request/log files)
-    ceiling_clips: int = 256
-    clip_frames: int = 8  # clip spec of the loader and the ceiling
-    clip_stride: int = 2
+    ceiling_clips: Annotated[int, Ge(1)] = 256
+    clip_frames: Annotated[int, Ge(1)] = 8  # clip spec of the loader and the ceiling
+    clip_stride: Annotated[int, Ge(1)] = 2
     split: str = "train"  # manifest split the loader reads
     seed: int = 0
-    force_fail: list[dict[str, Any]] = field(default_factory=list)  # e.g. {batch_size: 2, num_workers: 1, kind: worker_killed}
+    # e.g. {batch_size: 2, num_workers: 1, kind: worker_killed}
+    force_fail: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("batch_sizes", "prefetch_factors"):
-            values = getattr(self, name)
-            if not values or any(v < 1 for v in values):
-                raise ValueError(f"{name} must be a non-empty list of integers >= 1, got {values}")
-        if not self.num_workers or any(v < 0 for v in self.num_workers):
-            raise ValueError(f"num_workers must be a non-empty list of integers >= 0, got {self.num_workers}")
-        for name in ("burst_batches", "sustained_batches", "ceiling_clips", "clip_frames", "clip_stride"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.sustained_top_k < 0:
-            raise ValueError(f"sustained_top_k must be >= 0, got {self.sustained_top_k}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.sharing_strategy not in ("file_system", "file_descriptor"):
-            raise ValueError(f"sharing_strategy must be 'file_system' or 'file_descriptor', got {self.sharing_strategy!r}")
+        super().__post_init__()
         for i, entry in enumerate(self.force_fail):
             unknown = set(entry) - set(FORCE_FAIL_KEYS)
             if unknown or entry.get("kind") not in FAILURE_KINDS:
@@ -205,18 +199,14 @@ def _tree_rss(proc: psutil.Process) -> int:
         return 0
     total = 0
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _import_paths() -> list[str]:
@@ -512,7 +502,8 @@ def _row_cells(r: dict[str, Any]) -> list[str]:
 
 
 _TABLE_HEAD = ("| batch | workers | prefetch | status | clips/s | frames/s | first batch (s) | latency mean (ms) "
-               "| latency p95 (ms) | peak RSS (MiB) | failure |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+               "| latency p95 (ms) | peak RSS (MiB) | failure |\n"
+               "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

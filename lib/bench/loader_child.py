@@ -99,7 +99,8 @@ def fail_in_process(kind: str) -> None:
 def time_batches(loader: Iterable, batches: int, fail: str | None = None) -> dict[str, Any]:
     """Pull ``batches`` batches from ``loader`` (starting a new epoch when it runs out) and return
     ``{batches, clips, frames, latencies_s, epochs}`` (clips, frames and latencies per batch); latency ``i``
-    is the wait for batch ``i``, the first one including worker start-up. ``fail`` (a forced kind) strikes after the first batch."""
+    is the wait for batch ``i``, the first one including worker start-up. ``fail`` (a forced kind) strikes
+    after the first batch."""
     latencies: list[float] = []
     clips: list[int] = []
     frames: list[int] = []
@@ -112,7 +113,7 @@ def time_batches(loader: Iterable, batches: int, fail: str | None = None) -> dic
             batch = next(it)
         except StopIteration:
             if empty_epoch:
-                raise RuntimeError("the loader yielded no batch in a whole epoch (empty dataset or split?)")
+                raise RuntimeError("the loader yielded no batch in a whole epoch (empty dataset or split?)") from None
             epochs += 1
             empty_epoch = True
             it = iter(loader)

@@ -55,7 +55,7 @@ def describe_split(manifest: str, split: str = "train") -> dict[str, Any]:
 
     df = pd.read_parquet(manifest)
     df = df[df["split"] == split]
-    sizes = sorted({f"{int(w)}x{int(h)}" for h, w in zip(df["height"], df["width"])})
+    sizes = sorted({f"{int(w)}x{int(h)}" for h, w in zip(df["height"], df["width"], strict=False)})
     return {"manifest": manifest, "split": split, "videos": len(df), "frame sizes (WxH)": ", ".join(sizes),
             "frames per video (min / median / max)":
                 f"{int(df['frames'].min())} / {int(df['frames'].median())} / {int(df['frames'].max())}"

@@ -286,7 +286,7 @@ class CADTokenizer:
         lines = []
         k = 0
         for cmd, args, _ in stmts:
-            a = [self._arg_text(s, t) for s, t in zip(ARGS[cmd], args)]
+            a = [self._arg_text(s, t) for s, t in zip(ARGS[cmd], args, strict=False)]
             if cmd == "bbox":
                 lines.append(f"bbox min=({a[0]},{a[1]},{a[2]}) max=({a[3]},{a[4]},{a[5]})")
             elif cmd == "extrude":

@@ -2,31 +2,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from annotated_types import Ge
 
-CLIP_STARTS = ("random", "uniform")
+from lib.config import Checked
 
 
 @dataclass(frozen=True)
-class ClipSpec:
+class ClipSpec(Checked):
     """A clip: ``frames`` frames taken every ``stride`` frames, starting at a random or centred frame.
 
     ``start="random"`` draws the first frame uniformly among the starts that fit; ``"uniform"``
     centres the clip in the video (the same frames every time: for evaluation).
     """
 
-    frames: int = 8
-    stride: int = 2
-    start: str = "random"
-
-    def __post_init__(self):
-        if not isinstance(self.frames, int) or self.frames < 1:
-            raise ValueError(f"ClipSpec.frames must be an int >= 1, got {self.frames!r}")
-        if not isinstance(self.stride, int) or self.stride < 1:
-            raise ValueError(f"ClipSpec.stride must be an int >= 1, got {self.stride!r}")
-        if self.start not in CLIP_STARTS:
-            raise ValueError(f"ClipSpec.start must be one of {CLIP_STARTS}, got {self.start!r}")
+    frames: Annotated[int, Ge(1)] = 8
+    stride: Annotated[int, Ge(1)] = 2
+    start: Literal["random", "uniform"] = "random"
 
     @property
     def span(self) -> int:

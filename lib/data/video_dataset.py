@@ -23,16 +23,20 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
+from annotated_types import Ge
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lib.config import Checked
 from lib.data.clips import ClipSpec, clip_indices
-from lib.video.decode import BACKENDS, read_frames
+from lib.video.decode import BACKENDS, Backend, read_frames
 
-SPLITS = ("train", "validation", "test")
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
 STABLE_KEYS = ("batch_size", "num_workers", "prefetch_factor", "backend")
 
 # rng stream tags, so the sampler's and the clips' streams never share a seed
@@ -40,7 +44,7 @@ _SAMPLER_STREAM, _CLIP_STREAM = 0, 1
 
 
 @dataclass(frozen=True)
-class VideoLoaderConfig:
+class VideoLoaderConfig(Checked):
     """Everything that decides which batches a loader yields (plus how fast: workers, prefetch, pinning).
 
     ``manifest`` is the ingest manifest (paths inside are relative to its folder). Take
@@ -49,34 +53,16 @@ class VideoLoaderConfig:
     """
 
     manifest: str = "data/interim/ssv2/manifest.parquet"
-    split: str = "train"
-    backend: str = "decord"
+    split: Split = "train"
+    backend: Backend = "decord"
     clip: ClipSpec = field(default_factory=ClipSpec)
-    batch_size: int = 4
-    num_workers: int = 0
-    prefetch_factor: int = 2
-    seed: int = 0
+    batch_size: Annotated[int, Ge(1)] = 4
+    num_workers: Annotated[int, Ge(0)] = 0
+    prefetch_factor: Annotated[int, Ge(1)] = 2
+    seed: Annotated[int, Ge(0)] = 0
     bucket_by_size: bool = True
     drop_last: bool = True
     pin_memory: bool = False
-
-    def __post_init__(self):
-        def bad(name: str, want: str):
-            raise ValueError(f"VideoLoaderConfig.{name} must be {want}, got {getattr(self, name)!r}")
-
-        if self.split not in SPLITS:
-            bad("split", f"one of {SPLITS}")
-        if self.backend not in BACKENDS:
-            bad("backend", f"one of {BACKENDS}")
-        if not isinstance(self.clip, ClipSpec):
-            bad("clip", "a ClipSpec")
-        for name, low in (("batch_size", 1), ("num_workers", 0), ("prefetch_factor", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                bad(name, f"an int >= {low}")
-        for name in ("bucket_by_size", "drop_last", "pin_memory"):
-            if not isinstance(getattr(self, name), bool):
-                bad(name, "a bool")
 
     def with_stable(self, stable: dict) -> VideoLoaderConfig:
         """Return a copy with batch_size, num_workers, prefetch_factor and backend taken from ``stable``."""
@@ -141,7 +127,7 @@ class SSv2ClipDataset(Dataset):
         self.ids = [str(v) for v in df["id"]]
         self.labels = [int(v) for v in df["class_index"]]
         self.num_frames = [int(v) for v in df["frames"]]
-        self._sizes = [(int(h), int(w)) for h, w in zip(df["height"], df["width"])]
+        self._sizes = [(int(h), int(w)) for h, w in zip(df["height"], df["width"], strict=False)]
         self.split, self.clip, self.backend, self.seed = split, clip or ClipSpec(), backend, seed
         self.epoch = 0
 

@@ -28,8 +28,18 @@ from __future__ import annotations
 import math
 import re
 
-from lib.deepcad.schema import (EXTENT_TYPES, OPERATIONS, Arc, CADSequence, Circle, Extrude, Line, Loop, Profile,
-                                SketchPlane)
+from lib.deepcad.schema import (
+    EXTENT_TYPES,
+    OPERATIONS,
+    Arc,
+    CADSequence,
+    Circle,
+    Extrude,
+    Line,
+    Loop,
+    Profile,
+    SketchPlane,
+)
 
 INDENT = "  "
 _OPS = tuple(OPERATIONS.values())

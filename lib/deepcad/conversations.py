@@ -12,9 +12,12 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pandas as pd
+from annotated_types import Ge, MinLen
 
+from lib.config import Checked
 from lib.io import UnsafePathError, safe_join
 from lib.quarantine import QuarantineEntry
 
@@ -22,25 +25,21 @@ OUTPUT_FILES = {"train": "train.json", "validation": "val.json", "test": "test.j
 
 
 @dataclass(frozen=True)
-class CADConversationsConfig:
+class CADConversationsConfig(Checked):
     """``build_cad_conversations`` params."""
 
     out: str = "data/processed/deepcad_conversations"
-    prompts: list[str] = field(default_factory=lambda: ["What is the CAD code for this 3D model?"])
-    max_answer_chars: int = 4000  # answers longer than this are dropped or truncated
-    on_too_long: str = "drop"  # "drop" | "truncate"
-    splits: list[str] = field(default_factory=lambda: ["train", "validation"])
+    prompts: Annotated[list[str], MinLen(1)] = field(
+        default_factory=lambda: ["What is the CAD code for this 3D model?"])
+    max_answer_chars: Annotated[int, Ge(1)] = 4000  # answers longer than this are dropped or truncated
+    on_too_long: Literal["drop", "truncate"] = "drop"
+    splits: list[Literal["train", "validation", "test"]] = field(default_factory=lambda: ["train", "validation"])
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.prompts or not all(p.strip() for p in self.prompts):
+        super().__post_init__()
+        if not all(p.strip() for p in self.prompts):
             raise ValueError("prompts must be a non-empty list of non-empty strings")
-        if self.on_too_long not in ("drop", "truncate"):
-            raise ValueError(f"on_too_long must be 'drop' or 'truncate', got {self.on_too_long!r}")
-        if set(self.splits) - set(OUTPUT_FILES):
-            raise ValueError(f"splits must be among {sorted(OUTPUT_FILES)}")
-        if self.max_answer_chars < 1:
-            raise ValueError("max_answer_chars must be >= 1")
 
 
 @dataclass

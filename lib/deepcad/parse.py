@@ -22,8 +22,20 @@ from typing import Any
 import numpy as np
 from shapely.geometry import LinearRing, Polygon
 
-from lib.deepcad.schema import (CURVE_TYPES, EXTENT_TYPES, OPERATIONS, Arc, CADSequence, Circle, Curve, Extrude,
-                                Line, Loop, Profile, SketchPlane)
+from lib.deepcad.schema import (
+    CURVE_TYPES,
+    EXTENT_TYPES,
+    OPERATIONS,
+    Arc,
+    CADSequence,
+    Circle,
+    Curve,
+    Extrude,
+    Line,
+    Loop,
+    Profile,
+    SketchPlane,
+)
 from lib.quarantine import QuarantineError
 
 # a loop is closed when every joint gap is at most CLOSE_TOL times the loop's bounding-box diagonal
@@ -157,7 +169,7 @@ def polygonize_loop(loop: Loop, segments_per_circle: int = 64) -> np.ndarray:
         raise ValueError("a Circle can only form a loop on its own")
     flags, _ = _orient(curves)
     parts = []
-    for c, rev in zip(curves, flags):
+    for c, rev in zip(curves, flags, strict=False):
         pts = _sample_curve(c, segments_per_circle)
         if rev:
             pts = pts[::-1]

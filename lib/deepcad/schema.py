@@ -14,7 +14,7 @@ or the quantiser needs. Conventions (as in DeepCAD's cadlib):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class Circle:
     radius: float
 
 
-Curve = Union[Line, Arc, Circle]
+Curve = Line | Arc | Circle
 
 
 @dataclass(frozen=True)

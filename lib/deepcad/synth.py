@@ -26,10 +26,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge, Interval, MinLen
 from tqdm import tqdm
 
+from lib.config import Checked
 from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
 from lib.io import atomic_write_text
 
@@ -80,7 +83,7 @@ def _rounded_polygon(pts: list[tuple[float, float]], radii: list[float]) -> list
     n = len(pts)
     entry, exit_ = [], []
     arcs = {}
-    for i, (v, r) in enumerate(zip(pts, radii)):
+    for i, (v, r) in enumerate(zip(pts, radii, strict=False)):
         if r <= 0:
             entry.append(v)
             exit_.append(v)
@@ -162,7 +165,7 @@ class _Plane:
         match a face computed elsewhere)."""
         dm = d / 1000 if dm is None else dm
         return _Plane(tuple(float(a) + 0.0 for a in self.at(0.0, 0.0, d)), self.x, self.y, self.z,
-                      tuple(o + zi * dm + 0.0 for o, zi in zip(self.om, self.z)))
+                      tuple(o + zi * dm + 0.0 for o, zi in zip(self.om, self.z, strict=False)))
 
     def local(self, p) -> tuple[float, float]:
         """Local (u, v) of a global mm point (exact, since our axes are signed unit axes)."""
@@ -207,7 +210,8 @@ def _body_extent(rng, thickness: float) -> tuple[str, float, float, float, float
     return TWO, e1, thickness - e1, -(thickness - e1), e1
 
 
-def _through_cut(rng, plane: _Plane, lo: float, hi: float, face: _Plane | None = None) -> tuple[_Plane, str, float, float]:
+def _through_cut(rng, plane: _Plane, lo: float, hi: float,
+                 face: _Plane | None = None) -> tuple[_Plane, str, float, float]:
     """(plane, extent_type, e1, e2) of a cut that passes right through a body spanning [lo, hi] along
     ``plane``'s normal: symmetric or two-sided from the plane, or one-sided (negative) from the far face."""
     kind = _pick(rng, [SYM, TWO, ONE])
@@ -581,7 +585,7 @@ def stepped_shaft(rng: np.random.Generator) -> dict:
         radii.append(r)
     lengths = [_u(rng, 5, 80) for _ in range(k)]
     plane = S
-    for i, (r, L) in enumerate(zip(radii, lengths)):
+    for i, (r, L) in enumerate(zip(radii, lengths, strict=False)):
         sid, pids = b.sketch(plane, [[_circle((0, 0), r)]])
         if i == 0 and rng.random() < 0.3:
             # First step centred on the base plane: the next face is at L/2.
@@ -647,7 +651,7 @@ def slotted_plate(rng: np.random.Generator) -> dict:
             ang = _pick(rng, [0, 0, 90, 90, 45, 30])
             reach = half + r  # the slot lies within this circle: place with it (conservative)
             m = rc + reach + GAP
-            if W <= 2 * m or H <= 2 * m:
+            if 2 * m >= W or 2 * m >= H:
                 continue
             c = (_u(rng, -W / 2 + m, W / 2 - m), _u(rng, -H / 2 + m, H / 2 - m))
             if any(math.hypot(c[0] - o[0], c[1] - o[1]) < reach + ro + GAP for o, ro in taken):
@@ -741,7 +745,7 @@ def intersect_part(rng: np.random.Generator) -> dict:
         uc = _u(rng, t + 2, a - 2)
         R = _u(rng, uc + 1, uc + min(w - 1, a))
         R = min(R, w - 1.0)  # the disc must stay inside the L's width
-        if R <= uc:  # the disc must still cover the heel (u = 0)
+        if uc >= R:  # the disc must still cover the heel (u = 0)
             uc = _u(rng, 1, R - 0.5)
         shape = _circle(plan.local(S.at(uc, 0.0, 0.0)), R)
     sid, pids = b.sketch(plan, [[shape]])
@@ -831,7 +835,8 @@ def bounding_box(model: dict) -> dict:
         for ref in ext["profiles"]:
             sk = ents[ref["sketch"]]
             tr = sk["transform"]
-            o, x, y, z = (np.array([tr[k]["x"], tr[k]["y"], tr[k]["z"]]) for k in ("origin", "x_axis", "y_axis", "z_axis"))
+            o, x, y, z = (np.array([tr[k]["x"], tr[k]["y"], tr[k]["z"]])
+                          for k in ("origin", "x_axis", "y_axis", "z_axis"))
             u0, v0, u1, v1 = _outer_bbox2d(sk["profiles"][ref["profile"]]["loops"][0])
             pts += [o + u * x + v * y + w * z for u in (u0, u1) for v in (v0, v1) for w in (w0, w1)]
         pts = np.array(pts)
@@ -851,36 +856,29 @@ def bounding_box(model: dict) -> dict:
 # Dataset
 
 @dataclass(frozen=True)
-class SynthDeepCADConfig:
+class SynthDeepCADConfig(Checked):
     """``synth_deepcad`` params: where to write, how many models, which families, how to split."""
 
     out: str = "data/raw/deepcad_synth"
     seed: int = 0
-    count: int = 24
-    split_fractions: dict[str, float] = field(
+    count: Annotated[int, Ge(1)] = 24
+    split_fractions: dict[str, Annotated[float, Ge(0)]] = field(  # keys from lib.deepcad.layout.SPLITS
         default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
-    families: list[str] = field(default_factory=lambda: list(FAMILIES))
-    models_per_folder: int = 1000
+    families: Annotated[list[str], MinLen(1)] = field(default_factory=lambda: list(FAMILIES))  # keys of FAMILIES
+    models_per_folder: Annotated[int, Interval(ge=1, le=IDS_PER_FOLDER)] = 1000
 
     def __post_init__(self) -> None:
-        if self.count < 1:
-            raise ValueError(f"count must be at least 1, got {self.count}")
+        super().__post_init__()
         unknown = set(self.split_fractions) - set(SPLITS)
         if unknown:
             raise ValueError(f"split_fractions keys must be among {list(SPLITS)}, got {sorted(unknown)}")
-        if any(v < 0 for v in self.split_fractions.values()):
-            raise ValueError(f"split_fractions must be non-negative, got {self.split_fractions}")
         if abs(sum(self.split_fractions.values()) - 1.0) > 1e-6:
             raise ValueError(f"split_fractions must add up to 1, got {sum(self.split_fractions.values())}")
-        if not self.families:
-            raise ValueError("families must name at least one family")
         bad = [f for f in self.families if f not in FAMILIES]
         if bad:
             raise ValueError(f"unknown families {bad}; known: {list(FAMILIES)}")
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"families must not repeat, got {self.families}")
-        if not 1 <= self.models_per_folder <= IDS_PER_FOLDER:
-            raise ValueError(f"models_per_folder must be in 1..{IDS_PER_FOLDER}, got {self.models_per_folder}")
         if -(-self.count // self.models_per_folder) > IDS_PER_FOLDER:
             raise ValueError("count / models_per_folder needs more than 10000 folders (4-digit folder names)")
 
@@ -917,10 +915,10 @@ def plan(cfg: SynthDeepCADConfig) -> list[tuple[str, str, str]]:
         fams += [cfg.families[int(i)] for i in perm]
     names = list(SPLITS)
     quotas = _split_quota(cfg.count, [cfg.split_fractions.get(s, 0.0) for s in names])
-    splits = [s for s, q in zip(names, quotas) for _ in range(q)]
+    splits = [s for s, q in zip(names, quotas, strict=False) for _ in range(q)]
     order = np.random.default_rng([cfg.seed, 3, 0]).permutation(cfg.count)
     splits = [splits[int(i)] for i in order]
-    return list(zip(ids, fams[: cfg.count], splits))
+    return list(zip(ids, fams[: cfg.count], splits, strict=False))
 
 
 def make_model(seed: int, index: int, family: str) -> dict:

@@ -17,37 +17,34 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from PIL import Image
 from torch import nn
 
+from lib.config import Checked
 from lib.data.clips import ClipSpec
 from lib.data.video_dataset import SSv2ClipDataset
 from lib.models.video_sr import VideoSRConfig, VideoSRGenerator
 from lib.train.apt import APTConfig, center_crop, to_signed
-from lib.video.degrade import bicubic_upsample, degrade, to_unit, validation_generator
 from lib.train.checkpoint import load_trained
+from lib.video.degrade import bicubic_upsample, degrade, to_unit, validation_generator
 
 SSIM_SIGMA, SSIM_TAPS, SSIM_K1, SSIM_K2 = 1.5, 11, 0.01, 0.03
 
 
 @dataclass(frozen=True)
-class EvalAPTConfig:
+class EvalAPTConfig(Checked):
     """The ``eval_apt`` section: where the report goes, the degradation seed, clips in the PNG strip."""
 
     report_dir: str = "reports/eval_apt"
     seed: int = 0  # validation_generator(seed): the held-out degradations
-    strip_clips: int = 4
-    batch_size: int = 4  # clips per forward pass
-
-    def __post_init__(self) -> None:
-        for name in ("strip_clips", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+    strip_clips: Annotated[int, Ge(1)] = 4
+    batch_size: Annotated[int, Ge(1)] = 4  # clips per forward pass
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -65,7 +62,8 @@ def ssim_frames(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> to
     Needs ``H, W >= 11``. Statistics use the Gaussian-weighted (population) moments, as in Wang et al. 2004.
     """
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"ssim_frames: need two [N, C, H, W] tensors of one shape, got {list(x.shape)}, {list(y.shape)}")
+        raise ValueError("ssim_frames: need two [N, C, H, W] tensors of one shape, "
+                         f"got {list(x.shape)}, {list(y.shape)}")
     if min(x.shape[-2:]) < SSIM_TAPS:
         raise ValueError(f"ssim_frames: frames must be >= {SSIM_TAPS} px a side, got {list(x.shape[-2:])}")
     n, c, h, w = x.shape

@@ -31,44 +31,34 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 
 from lib.audio.features import LogMel, MelConfig, log_spectral_distance, mel_to_audio
 from lib.audio.folder import AudioFolderConfig, load_audio, scan_audio_folder
-from lib.config import ConfigError, load_section, read_params
+from lib.config import Checked, ConfigError, load_section, read_params
 from lib.io import DataError
 from lib.losses.vae import kl_divergence
 from lib.models.audio_vae import AudioVAE
 from lib.train.audio_vae import AudioVAETrainConfig, check_sample_rate, from_section, load_vae
 
-WEIGHTS = ("ema", "raw")
 SPECTROGRAM_PNG = "audio_vae_spectrograms.png"
 
 
 @dataclass(frozen=True)
-class EvalAudioVAEConfig:
+class EvalAudioVAEConfig(Checked):
     """The ``eval_audio_vae`` section: which clips and weights, the inversion, the baseline's shape, the figure."""
 
-    clips: int | None = None  # first N validation clips (id order); null: all of them
-    weights: str = "ema"  # "ema" | "raw": which of final/{ema,raw}/vae.safetensors
-    griffin_lim_iters: int = 32
+    clips: Annotated[int, Ge(1)] | None = None  # first N validation clips (id order); null: all of them
+    weights: Literal["ema", "raw"] = "ema"  # which of final/{ema,raw}/vae.safetensors
+    griffin_lim_iters: Annotated[int, Ge(1)] = 32
     seed: int = 0  # Griffin-Lim's initial phase of clip i is drawn with seed + i
-    baseline_time_pool: int | None = None  # frames per baseline frame; null: model.time_compression
-    spectrogram_clips: int = 3  # rows of the PNG
-
-    def __post_init__(self) -> None:
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"weights: {self.weights!r} is not one of {', '.join(map(repr, WEIGHTS))}")
-        for name in ("griffin_lim_iters", "spectrogram_clips"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("clips", "baseline_time_pool"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1 or null, got {getattr(self, name)}")
+    baseline_time_pool: Annotated[int, Ge(1)] | None = None  # frames per baseline frame; null: model.time_compression
+    spectrogram_clips: Annotated[int, Ge(1)] = 3  # rows of the PNG
 
 
 @dataclass(frozen=True)
@@ -142,7 +132,7 @@ def validation_clips(folder: AudioFolderConfig, sample_rate: int, clips: int | N
         raise DataError(f"{folder.root}: no validation clips (splits: {sorted(set(files['split']))}); check "
                         f"audio.split_fractions or the split file")
     rows = rows if clips is None else rows.iloc[:clips]
-    return [(str(i), load_audio(p, sample_rate)) for i, p in zip(rows["id"], rows["abs_path"])]
+    return [(str(i), load_audio(p, sample_rate)) for i, p in zip(rows["id"], rows["abs_path"], strict=False)]
 
 
 def evaluate(vae: AudioVAE, cfg: AudioVAETrainConfig, clips: list[tuple[str, np.ndarray]], baseline: Baseline, *,
@@ -263,6 +253,6 @@ def evaluate_audio_vae(params_path: str | Path, report_dir: Path) -> tuple[dict,
     return metrics, render_section(metrics, png.name)
 
 
-__all__ = ["SPECTROGRAM_PNG", "WEIGHTS", "Baseline", "EvalAudioVAEConfig", "baseline_log_mel", "baseline_shape",
+__all__ = ["SPECTROGRAM_PNG", "Baseline", "EvalAudioVAEConfig", "baseline_log_mel", "baseline_shape",
            "evaluate", "evaluate_audio_vae", "floor_log_mel", "mel_distances", "render_section",
            "spectrogram_png", "vae_log_mel", "validation_clips"]

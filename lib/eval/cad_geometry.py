@@ -178,12 +178,12 @@ def code_accuracy(pred, true, tokenizer: CADTokenizer | None = None, tol: int = 
     pred_ids, parsed = _as_ids(pred, tok)
     ts = _statements(true_ids, tok)
     ps = _statements(pred_ids, tok) if pred_ids is not None else []
-    cmd_hits = sum(p[0] == t[0] for p, t in zip(ps, ts))
+    cmd_hits = sum(p[0] == t[0] for p, t in zip(ps, ts, strict=False))
     n_args = sum(len(a) for _, a in ts)
     arg_hits = 0
-    for (pc, pa), (tc, ta) in zip(ps, ts):
+    for (pc, pa), (tc, ta) in zip(ps, ts, strict=False):
         if pc == tc:
-            arg_hits += sum(_arg_ok(p, t, tok, tol) for p, t in zip(pa, ta))
+            arg_hits += sum(_arg_ok(p, t, tok, tol) for p, t in zip(pa, ta, strict=False))
     strip = {tok.bos_id, tok.eos_id, tok.pad_id}
     exact = pred_ids is not None and [i for i in pred_ids if i not in strip] == [i for i in true_ids if i not in strip]
     return {"parse": bool(parsed),

@@ -30,13 +30,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Doc, Ge
 
 from lib.cad.tokenizer import ARGS, CADTokenizer
+from lib.config import Checked
 from lib.eval.cad_geometry import code_accuracy, geometry_scores, summarize_geometry
 from lib.models.cad_vlm import CADVLM, CADVLMConfig
 from lib.train.cad_vlm import to_model_input
@@ -57,34 +59,24 @@ SCORE_KEYS = ("parse_rate", "command_accuracy", "parameter_accuracy", "exact_mat
 
 
 @dataclass(frozen=True)
-class EvalCADVLMConfig:
+class EvalCADVLMConfig(Checked):
     """The ``eval_cad_vlm`` section."""
 
     report_dir: str = "reports/eval_cad_vlm"
-    beam: int = 1  # 1: greedy decoding; > 1: beam search of that width (compact model)
-    max_images: int | None = None  # validation images scored (the first ones); null: all
-    batch_size: int = 16  # images per generation / feature batch
-    param_tolerance: int = 1  # quantisation levels a parameter may be off and still count as right
-    nn_pixels: int = 32  # raw-pixel retrieval baseline: images box-downsampled to this size
-    chamfer_points: int = 2048  # surface samples per mesh
+    beam: Annotated[int, Ge(1)] = 1  # 1: greedy decoding; > 1: beam search of that width (compact model)
+    # validation images scored (the first ones)
+    max_images: Annotated[int, Ge(1), Doc("null: all")] | None = None
+    batch_size: Annotated[int, Ge(1)] = 16  # images per generation / feature batch
+    # quantisation levels a parameter may be off and still count as right
+    param_tolerance: Annotated[int, Ge(0), Doc("levels")] = 1
+    nn_pixels: Annotated[int, Ge(1)] = 32  # raw-pixel retrieval baseline: images box-downsampled to this size
+    chamfer_points: Annotated[int, Ge(1)] = 2048  # surface samples per mesh
     seed: int = 0  # Chamfer sampling (and the sampled-IoU fallback)
-    grid_rows: int = 6  # rows of the input | prediction | truth PNG
-    render_size: int = 160  # px a tile in that PNG
-    hf_max_new_tokens: int = 1024  # base_model runs: generation limit in text tokens
-    num_threads: int | None = None  # torch intra-op threads for the stage; null: torch's default (one per core)
-
-    def __post_init__(self) -> None:
-        for name in ("beam", "batch_size", "nn_pixels", "chamfer_points", "grid_rows", "render_size",
-                     "hf_max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-        if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
-            raise ValueError(f"num_threads: must be an integer >= 1 or null (torch's default), got {self.num_threads!r}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images: must be >= 1 or null (all), got {self.max_images!r}")
-        if self.param_tolerance < 0:
-            raise ValueError(f"param_tolerance: must be >= 0 levels, got {self.param_tolerance!r}")
+    grid_rows: Annotated[int, Ge(1)] = 6  # rows of the input | prediction | truth PNG
+    render_size: Annotated[int, Ge(1)] = 160  # px a tile in that PNG
+    hf_max_new_tokens: Annotated[int, Ge(1)] = 1024  # base_model runs: generation limit in text tokens
+    # torch intra-op threads for the stage
+    num_threads: Annotated[int, Ge(1), Doc("null: torch's default, one per core")] | None = None
 
 
 # ----------------------------------------------------------------------------- the model's answers
@@ -205,7 +197,7 @@ def score_answers(answers: Sequence[str | None], truths: Sequence[str], tokenize
     if len(answers) != len(truths) or not truths:
         raise ValueError(f"score_answers: {len(answers)} answers for {len(truths)} references")
     rows = []
-    for answer, truth in zip(answers, truths):
+    for answer, truth in zip(answers, truths, strict=False):
         text = answer if answer is not None else ""
         acc = code_accuracy(text, truth, tokenizer, tol=tol)
         geo = geometry_scores(text, truth, n_points=n_points, seed=seed)

@@ -28,7 +28,8 @@ What is measured, in [0, 1] intensities, outputs clamped (``lib.eval.apt``'s ``p
   latent is unquantised float32 and a VAE's usefulness is also its latent's regularity (KL), so this is a
   reconstruction-fidelity comparison at equal value counts, not a rate-distortion claim.
 
-Models run on the GPU when one is visible, else on the CPU. Outputs: ``strip_<stage>_<res>px_<T>f.png`` (input | VAE | bicubic at equal values; middle frame of a few clips).
+Models run on the GPU when one is visible, else on the CPU. Outputs: ``strip_<stage>_<res>px_<T>f.png``
+(input | VAE | bicubic at equal values; middle frame of a few clips).
 """
 from __future__ import annotations
 
@@ -36,40 +37,35 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 
-from lib.config import ConfigError, from_dict, load_section, read_params
+from lib.config import Checked, ConfigError, from_dict, load_section, read_params
 from lib.eval.apt import SSIM_TAPS, psnr, ssim, strip_png
 from lib.models.video_vae import VideoVAE, VideoVAEConfig
 from lib.ssv2.ingest import IngestSSv2Config
+from lib.train.checkpoint import load_trained
 from lib.train.video_vae import MODEL, VideoVAETrainConfig, from_section, kl_per_element, validation_clips
 from lib.video.degrade import to_unit
-from lib.train.checkpoint import load_trained
 
 TRAINERS = ("train_video_vae", "train_curriculum")  # params sections (and DVC stages) of video VAE trainers
 
 
 @dataclass(frozen=True)
-class EvalVAEConfig:
+class EvalVAEConfig(Checked):
     """The ``eval_vae`` section: report folder, held-out clip choice, strip size (the audio evaluator reads its
     own section, ``eval_audio_vae``)."""
 
     report_dir: str = "reports/eval_vae"
     seed: int = 0  # picks the validation clips (seeded permutation of the split)
-    clips: int = 8
-    clip_stride: int = 2
-    strip_clips: int = 3
-    batch_size: int = 2  # clips per forward pass
-
-    def __post_init__(self) -> None:
-        for name in ("clips", "clip_stride", "strip_clips", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+    clips: Annotated[int, Ge(1)] = 8
+    clip_stride: Annotated[int, Ge(1)] = 2
+    strip_clips: Annotated[int, Ge(1)] = 3
+    batch_size: Annotated[int, Ge(1)] = 2  # clips per forward pass
 
 
 def point_name(resolution: int, frames: int) -> str:

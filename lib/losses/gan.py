@@ -10,13 +10,17 @@ a generator is ``G(lq) -> hq`` or ``G(lq, text) -> hq`` (see ``lib.models.video_
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
+
+from lib.config import Checked
 
 
 def generator_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -42,7 +46,7 @@ def feature_matching(real_features: list[torch.Tensor], fake_features: list[torc
     if len(real_features) != len(fake_features) or not real_features:
         raise ValueError(f"feature_matching: need the same non-zero number of layers, got "
                          f"{len(real_features)} real and {len(fake_features)} fake")
-    per_layer = [F.l1_loss(fake, real.detach()) for real, fake in zip(real_features, fake_features)]
+    per_layer = [F.l1_loss(fake, real.detach()) for real, fake in zip(real_features, fake_features, strict=False)]
     return torch.stack(per_layer).mean()
 
 
@@ -79,26 +83,19 @@ def frozen(module: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for p, flag in zip(params, flags):
+        for p, flag in zip(params, flags, strict=False):
             p.requires_grad_(flag)
 
 
 @dataclass(frozen=True)
-class GANLossWeights:
+class GANLossWeights(Checked):
     """Loss weights: adversarial, feature matching, R1 γ (lazy, every ``r1_every`` D steps), L1 reconstruction."""
 
-    adv: float = 1.0
-    fm: float = 1.0
-    r1: float = 1.0  # γ; the applied penalty is r1_every * γ / 2 * R1 every r1_every steps
-    r1_every: int = 4
-    recon: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("adv", "fm", "r1", "recon"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"GANLossWeights.{name} must be >= 0, got {getattr(self, name)}")
-        if self.r1_every < 1:
-            raise ValueError(f"GANLossWeights.r1_every must be >= 1, got {self.r1_every}")
+    adv: Annotated[float, Ge(0)] = 1.0
+    fm: Annotated[float, Ge(0)] = 1.0
+    r1: Annotated[float, Ge(0)] = 1.0  # γ; the applied penalty is r1_every * γ / 2 * R1 every r1_every steps
+    r1_every: Annotated[int, Ge(1)] = 4
+    recon: Annotated[float, Ge(0)] = 0.0
 
 
 class APTLoss:

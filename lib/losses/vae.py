@@ -20,11 +20,14 @@ Spectral terms:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, MinLen
 from torch import nn
 
+from lib.config import Checked
 from lib.models.vgg import DEFAULT_LAYERS, VGG16_LAYERS, load_vgg16_features
 
 # Upper bound on log-mel values before exp(): exp(20) ~ 5e8, far above real mel energies; keeps an
@@ -71,36 +74,25 @@ def _recon(kind: str, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x_hat, x) if kind == "l1" else F.mse_loss(x_hat, x)
 
 
-def _check_common(owner: str, recon: str, beta: float, kl_warmup_steps: int) -> None:
-    if recon not in ("l1", "l2"):
-        raise ValueError(f"{owner}.recon must be 'l1' or 'l2', got {recon!r}")
-    if beta < 0:
-        raise ValueError(f"{owner}.beta must be >= 0, got {beta}")
-    if kl_warmup_steps < 0:
-        raise ValueError(f"{owner}.kl_warmup_steps must be >= 0, got {kl_warmup_steps}")
-
-
 # --------------------------------------------------------------------------------------------------- video
 
 
 @dataclass(frozen=True)
-class VideoVAELossWeights:
+class VideoVAELossWeights(Checked):
     """Video VAE loss: reconstruction kind, KL weight and warm-up, VGG perceptual weight and weights file."""
 
-    recon: str = "l1"  # "l1" | "l2", mean per pixel
-    beta: float = 1e-4  # KL weight (KL is a mean per latent element)
-    kl_warmup_steps: int = 0
-    perceptual: float = 0.0  # 0 turns the VGG term off (and nothing is loaded)
+    recon: Literal["l1", "l2"] = "l1"  # mean per pixel
+    beta: Annotated[float, Ge(0)] = 1e-4  # KL weight (KL is a mean per latent element)
+    kl_warmup_steps: Annotated[int, Ge(0)] = 0
+    perceptual: Annotated[float, Ge(0)] = 0.0  # 0 turns the VGG term off (and nothing is loaded)
     perceptual_weights: str | None = None  # torchvision vgg16 state dict; None = torch hub cache
     perceptual_layers: tuple[str, ...] = DEFAULT_LAYERS  # VGG16 ReLU outputs compared (lib.models.vgg.VGG16_LAYERS)
 
     def __post_init__(self) -> None:
-        _check_common("VideoVAELossWeights", self.recon, self.beta, self.kl_warmup_steps)
-        if self.perceptual < 0:
-            raise ValueError(f"VideoVAELossWeights.perceptual must be >= 0, got {self.perceptual}")
+        super().__post_init__()
         unknown = [name for name in self.perceptual_layers if name not in VGG16_LAYERS]
         if unknown or not self.perceptual_layers:
-            raise ValueError(f"VideoVAELossWeights.perceptual_layers: unknown or empty {unknown or []}; "
+            raise ValueError(f"perceptual_layers: unknown or empty {unknown or []}; "
                              f"choose from {list(VGG16_LAYERS)}")
 
 
@@ -116,7 +108,7 @@ def perceptual_distance(vgg: nn.Module, x_hat: torch.Tensor, x: torch.Tensor) ->
     with torch.no_grad():
         target = vgg(x)
     feats = vgg(x_hat)
-    return torch.stack([F.l1_loss(f, t) for f, t in zip(feats, target)]).mean()
+    return torch.stack([F.l1_loss(f, t) for f, t in zip(feats, target, strict=False)]).mean()
 
 
 def _recon_kl(who: str, prefix: str, recon_kind: str, beta: float, warmup_steps: int, x: torch.Tensor,
@@ -216,7 +208,7 @@ def multi_resolution_stft_loss(x: torch.Tensor, y: torch.Tensor,
                          f"{max(fft_sizes)} (reflect padding needs > fft_size // 2); pass smaller fft_sizes")
     x2, y2 = x.reshape(-1, length), y.reshape(-1, length)
     total = x.new_zeros(())
-    for n_fft, hop, win in zip(fft_sizes, hop_sizes, win_lengths):
+    for n_fft, hop, win in zip(fft_sizes, hop_sizes, win_lengths, strict=False):
         if win > n_fft:
             raise ValueError(f"multi_resolution_stft_loss: win_length {win} > fft_size {n_fft}")
         sc, mag = spectral_terms(stft_magnitude(x2, n_fft, hop, win, eps), stft_magnitude(y2, n_fft, hop, win, eps),
@@ -258,21 +250,15 @@ def multi_resolution_mel_loss(logmel_hat: torch.Tensor, logmel: torch.Tensor, po
 
 
 @dataclass(frozen=True)
-class AudioVAELossWeights:
+class AudioVAELossWeights(Checked):
     """Audio VAE loss: log-mel reconstruction kind, KL weight and warm-up, multi-resolution spectral weight."""
 
-    recon: str = "l1"  # "l1" | "l2" on log-mel, mean per bin
-    beta: float = 1e-4
-    kl_warmup_steps: int = 0
-    stft: float = 1.0  # weight of multi_resolution_mel_loss (the log-mel analogue of the MR-STFT loss)
-    stft_pools: tuple[int, ...] = (1, 2, 4)  # time poolings (frames) of the spectral term
-
-    def __post_init__(self) -> None:
-        _check_common("AudioVAELossWeights", self.recon, self.beta, self.kl_warmup_steps)
-        if self.stft < 0:
-            raise ValueError(f"AudioVAELossWeights.stft must be >= 0, got {self.stft}")
-        if not self.stft_pools or min(self.stft_pools) < 1:
-            raise ValueError(f"AudioVAELossWeights.stft_pools must be non-empty and >= 1, got {self.stft_pools}")
+    recon: Literal["l1", "l2"] = "l1"  # on log-mel, mean per bin
+    beta: Annotated[float, Ge(0)] = 1e-4
+    kl_warmup_steps: Annotated[int, Ge(0)] = 0
+    stft: Annotated[float, Ge(0)] = 1.0  # weight of multi_resolution_mel_loss (the log-mel analogue of MR-STFT)
+    # time poolings (frames) of the spectral term
+    stft_pools: Annotated[tuple[Annotated[int, Ge(1)], ...], MinLen(1)] = (1, 2, 4)
 
 
 class AudioVAELoss:

@@ -22,31 +22,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
 
+from lib.config import Checked
 from lib.models.video_vae import LOGVAR_MAX, LOGVAR_MIN, reparameterize
 
 
 @dataclass(frozen=True)
-class AudioVAEConfig:
+class AudioVAEConfig(Checked):
     """Audio VAE shape: mel bins in, trunk width, latent channels, time compression, depth."""
 
-    n_mels: int = 64
-    channels: int = 64  # trunk width, the same at every level
-    latent_channels: int = 8
-    time_compression: int = 4  # power of two, 1..16
-    blocks: int = 1  # residual blocks per level (and in the middle)
-
-    def __post_init__(self) -> None:
-        for name, low in (("n_mels", 1), ("channels", 1), ("latent_channels", 1), ("blocks", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"AudioVAEConfig.{name} must be >= {low}, got {getattr(self, name)}")
-        tc = self.time_compression
-        if not (tc >= 1 and tc & (tc - 1) == 0 and tc <= 16):
-            raise ValueError(f"AudioVAEConfig.time_compression must be a power of 2 in 1..16, got {tc}")
+    n_mels: Annotated[int, Ge(1)] = 64
+    channels: Annotated[int, Ge(1)] = 64  # trunk width, the same at every level
+    latent_channels: Annotated[int, Ge(1)] = 8
+    time_compression: Literal[1, 2, 4, 8, 16] = 4
+    blocks: Annotated[int, Ge(0)] = 1  # residual blocks per level (and in the middle)
 
 
 def audio_latent_shape(cfg: AudioVAEConfig, frames: int) -> tuple[int, int]:

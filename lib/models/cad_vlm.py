@@ -18,38 +18,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Doc, Ge, Gt, Interval
 from torch import nn
 
 from lib.cad.constrained import CADGrammar, GrammarState
 from lib.cad.tokenizer import CADTokenizer
+from lib.config import Checked
 
 GRID = 8  # encoder output is pooled to GRID x GRID cells
 
 
 @dataclass(frozen=True)
-class CADVLMConfig:
-    """Sizes of :class:`CADVLM`; ``width`` scales ``channels``, ``embed_dim`` and ``hidden`` together (params ~ width^2)."""
+class CADVLMConfig(Checked):
+    """Sizes of :class:`CADVLM`; ``width`` scales ``channels``, ``embed_dim`` and ``hidden`` together
+    (params ~ width^2)."""
 
-    image_size: int = 128
-    channels: int = 32  # CNN width of the first block
-    embed_dim: int = 128
-    hidden: int = 256
-    layers: int = 1
-    dropout: float = 0.1
-    max_len: int = 512  # generation limit in ids, <bos> and <eos> included (synthetic models: <= ~280)
-    width: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.width <= 0 or self.channels < 1 or self.embed_dim < 1 or self.hidden < 1 or self.layers < 1:
-            raise ValueError(f"CADVLMConfig: width, channels, embed_dim, hidden and layers must be positive: {self}")
-        if self.image_size < 16:
-            raise ValueError(f"CADVLMConfig: image_size={self.image_size} < 16 (four stride-2 blocks); use >= 16")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"CADVLMConfig: dropout={self.dropout} must be in [0, 1)")
+    image_size: Annotated[int, Ge(16), Doc("four stride-2 blocks")] = 128
+    channels: Annotated[int, Ge(1)] = 32  # CNN width of the first block
+    embed_dim: Annotated[int, Ge(1)] = 128
+    hidden: Annotated[int, Ge(1)] = 256
+    layers: Annotated[int, Ge(1)] = 1
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1
+    # generation limit in ids, <bos> and <eos> included (synthetic models: <= ~280)
+    max_len: Annotated[int, Ge(1)] = 512
+    width: Annotated[float, Gt(0)] = 1.0
 
     def scaled(self, n: int) -> int:
         """``n`` times ``width``, rounded to a multiple of 4 (at least 4) so the 4 GroupNorm groups divide it."""
@@ -218,7 +215,8 @@ class CADVLM(nn.Module):
             logp = torch.log_softmax(logits, dim=-1)
             top = torch.topk(logp, min(beam, logp.shape[-1]), dim=-1)
             cands = [(alive[i][2] + float(v), i, int(t))
-                     for i in range(n) for v, t in zip(top.values[i], top.indices[i]) if math.isfinite(float(v))]
+                     for i in range(n) for v, t in zip(top.values[i], top.indices[i], strict=False)
+                     if math.isfinite(float(v))]
             cands.sort(key=lambda c: -c[0])
             new_alive, rows = [], []
             for score, i, t in cands:

@@ -2,8 +2,8 @@
 
 LQ video ``[B, 3, T, h, w]`` in [-1, 1] -> HQ video ``[B, 3, T, h*scale, w*scale]``, in one forward pass:
 
-    lq ──► Conv3d ──► ResBlock3D × blocks ──► Conv3d ──(+ head skip)──► per-frame Conv2d ► PixelShuffle ► Conv2d ──┐
-     └──────────────────────────────────────── per-frame bicubic upsample ───────────────────────────────────────(+)──► hq
+  lq ──► Conv3d ──► ResBlock3D × blocks ──► Conv3d ──(+ head skip)──► per-frame Conv2d ► PixelShuffle ► Conv2d ──┐
+   └──────────────────────────────────────── per-frame bicubic upsample ───────────────────────────────────────(+)──► hq
 
 The last conv is zero-initialised, so an untrained model returns exactly the bicubic upsampling of its
 input and training only has to learn a residual. The output is not clamped (bicubic overshoots a little
@@ -18,25 +18,24 @@ Presets (param counts from :meth:`VideoSRGenerator.param_count`, ``text_dim=0``)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
+
+from lib.config import Checked
 
 
 @dataclass(frozen=True)
-class VideoSRConfig:
+class VideoSRConfig(Checked):
     """Generator shape: upscaling factor, trunk width and depth, and text-embedding size (0 = no text)."""
 
-    scale: int = 4  # spatial upscaling factor; time is not upsampled
-    channels: int = 32  # trunk width
-    blocks: int = 4  # residual blocks in the trunk
-    text_dim: int = 0  # size of the text embedding fed to FiLM; 0 disables text conditioning
-
-    def __post_init__(self) -> None:
-        for name, low in (("scale", 1), ("channels", 1), ("blocks", 0), ("text_dim", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"VideoSRConfig.{name} must be >= {low}, got {getattr(self, name)}")
+    scale: Annotated[int, Ge(1)] = 4  # spatial upscaling factor; time is not upsampled
+    channels: Annotated[int, Ge(1)] = 32  # trunk width
+    blocks: Annotated[int, Ge(0)] = 4  # residual blocks in the trunk
+    text_dim: Annotated[int, Ge(0)] = 0  # size of the text embedding fed to FiLM; 0 disables text conditioning
 
 
 GPU_PRESET = VideoSRConfig(channels=128, blocks=16)

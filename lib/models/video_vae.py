@@ -36,11 +36,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from lib.config import Checked
 
 # Clamp range of logvar (the Stable Diffusion VAE's): exp(-30) ~ 1e-13 and exp(20) ~ 5e8 keep exp() and the
 # KL finite when an untrained or diverging encoder outputs extreme values.
@@ -57,32 +61,17 @@ def reparameterize(mean: torch.Tensor, logvar: torch.Tensor,
     return mean + torch.exp(0.5 * logvar) * eps
 
 
-def _is_pow2(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
-
-
 @dataclass(frozen=True)
-class VideoVAEConfig:
+class VideoVAEConfig(Checked):
     """Video VAE shape: channels in/trunk/latent, time and space compression, depth, checkpointing."""
 
-    in_channels: int = 3
-    channels: int = 32  # trunk width, the same at every level
-    latent_channels: int = 4
-    temporal_compression: int = 2  # tc: 1, 2 or 4
-    spatial_compression: int = 4  # sc: power of two, 1..16
-    blocks: int = 1  # residual blocks per level (and in the middle)
+    in_channels: Annotated[int, Ge(1)] = 3
+    channels: Annotated[int, Ge(1)] = 32  # trunk width, the same at every level
+    latent_channels: Annotated[int, Ge(1)] = 4
+    temporal_compression: Literal[1, 2, 4] = 2  # tc
+    spatial_compression: Literal[1, 2, 4, 8, 16] = 4  # sc
+    blocks: Annotated[int, Ge(0)] = 1  # residual blocks per level (and in the middle)
     gradient_checkpointing: bool = False  # recompute ResBlocks in backward (training only): less memory
-
-    def __post_init__(self) -> None:
-        for name, low in (("in_channels", 1), ("channels", 1), ("latent_channels", 1), ("blocks", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"VideoVAEConfig.{name} must be >= {low}, got {getattr(self, name)}")
-        if self.temporal_compression not in (1, 2, 4):
-            raise ValueError(f"VideoVAEConfig.temporal_compression must be 1, 2 or 4, "
-                             f"got {self.temporal_compression}")
-        if not (_is_pow2(self.spatial_compression) and self.spatial_compression <= 16):
-            raise ValueError(f"VideoVAEConfig.spatial_compression must be a power of 2 in 1..16, "
-                             f"got {self.spatial_compression}")
 
     @property
     def levels(self) -> list[tuple[int, int]]:

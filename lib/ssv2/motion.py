@@ -189,7 +189,9 @@ class _Track:
 
     def reversed(self) -> _Track:
         """The same track played backwards (covering <-> uncovering, towards <-> away)."""
-        rev = lambda a: None if a is None else a[::-1].copy()
+        def rev(a):
+            return None if a is None else a[::-1].copy()
+
         return _Track(self.sprite, self.role, rev(self.cx), rev(self.cy), rev(self.scale), rev(self.angle),
                       self.squash, rev(self.visible), rev(self.opacity), self.shadow)
 
@@ -202,7 +204,9 @@ class _Track:
 
 
 def _track(T: int, sprite: _Sprite, role: str, cx, cy, scale=1.0, angle=0.0, **kw) -> _Track:
-    full = lambda v: np.broadcast_to(np.asarray(v, np.float64), (T,)).copy()
+    def full(v):
+        return np.broadcast_to(np.asarray(v, np.float64), (T,)).copy()
+
     return _Track(sprite, role, full(cx), full(cy), full(scale), full(angle), **kw)
 
 
@@ -401,7 +405,10 @@ def _arm_sprite(rng: np.random.Generator, hand_w: float, length: float, r: float
     ss = 2
     arm = Image.new("L", (WI * ss, HI * ss), 0)
     dr = ImageDraw.Draw(arm)
-    S = lambda *v: tuple(float(x) * ss for x in v)
+
+    def S(*v):
+        return tuple(float(x) * ss for x in v)
+
     dr.ellipse(S(pad, yc - 0.5 * hw, pad + 1.25 * hw, yc + 0.5 * hw), fill=255)  # palm / fist
     dr.ellipse(S(pad + 0.45 * hw, yc - 0.62 * hw, pad + 1.0 * hw, yc - 0.2 * hw), fill=255)  # thumb
     dr.rectangle(S(pad + 0.8 * hw, yc - 0.4 * hw, WI, yc + 0.4 * hw), fill=255)  # forearm
@@ -1137,7 +1144,7 @@ def _render(c: _Ctx, plan: _Plan, hide: frozenset, template: str) -> tuple[np.nd
         return phases[key].crop((ix, iy, ix + W, iy + H))
 
     def draw(stage: Image.Image, warps, t: int) -> None:
-        for tr, wp in zip(tracks, warps):
+        for tr, wp in zip(tracks, warps, strict=False):
             if wp is None or tr.role in hide or (tr.shadow and "shadows" in hide):
                 continue
             im, x0, y0 = wp

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
-BACKENDS = ("decord", "pyav", "torchcodec")
+Backend = Literal["decord", "pyav", "torchcodec"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def _check_backend(backend: str) -> None:

@@ -37,31 +37,25 @@ import dataclasses
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval
 from PIL import Image
 
-COMPRESSIONS = ("jpeg", "none")
+from lib.config import Checked
+
 _DRAWS_PER_CLIP = 6  # u_blur, blur_sigma, u_noise, noise_sigma, u_compress, jpeg_quality
 
-
-def _pair(name: str, value: Any, kind: type) -> tuple:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"DegradeConfig.{name} must be a (low, high) pair, got {value!r}")
-    lo, hi = value
-    for v in (lo, hi):
-        if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int):
-            raise ValueError(f"DegradeConfig.{name} must hold {kind.__name__}s, got {value!r}")  # noqa: TRY004
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise ValueError(f"DegradeConfig.{name} must be finite with low <= high, got {value!r}")
-    return (kind(lo), kind(hi))
+Sigma = Annotated[float, Ge(0)]
+Quality = Annotated[int, Interval(ge=1, le=100)]
+Probability = Annotated[float, Interval(ge=0, le=1)]
 
 
 @dataclass(frozen=True)
-class DegradeConfig:
+class DegradeConfig(Checked):
     """How HQ clips are degraded into LQ ones (a ``params.yaml`` section via ``lib.config.from_dict``).
 
     ``scale``: integer downsampling factor (H and W of the clips must be divisible by it).
@@ -73,37 +67,26 @@ class DegradeConfig:
     ``p_blur`` / ``p_noise`` / ``p_compress``: probability that a clip gets that step.
     """
 
-    scale: int = 4
-    blur_sigma: tuple[float, float] = (0.2, 1.5)
-    noise_sigma: tuple[float, float] = (0.0, 0.03)
-    jpeg_quality: tuple[int, int] = (40, 95)
-    compression: str = "jpeg"
-    p_blur: float = 1.0
-    p_noise: float = 0.8
-    p_compress: float = 0.7
+    scale: Annotated[int, Ge(1)] = 4
+    blur_sigma: tuple[Sigma, Sigma] = (0.2, 1.5)
+    noise_sigma: tuple[Sigma, Sigma] = (0.0, 0.03)
+    jpeg_quality: tuple[Quality, Quality] = (40, 95)
+    compression: Literal["jpeg", "none"] = "jpeg"
+    p_blur: Probability = 1.0
+    p_noise: Probability = 0.8
+    p_compress: Probability = 0.7
 
     def __post_init__(self):
-        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 1:
-            raise ValueError(f"DegradeConfig.scale must be an int >= 1, got {self.scale!r}")
-        # Normalise lists (e.g. straight from YAML) to tuples so the frozen config stays hashable.
-        object.__setattr__(self, "blur_sigma", _pair("blur_sigma", self.blur_sigma, float))
-        object.__setattr__(self, "noise_sigma", _pair("noise_sigma", self.noise_sigma, float))
-        object.__setattr__(self, "jpeg_quality", _pair("jpeg_quality", self.jpeg_quality, int))
-        if self.blur_sigma[0] < 0:
-            raise ValueError(f"DegradeConfig.blur_sigma must be >= 0, got {self.blur_sigma!r}")
-        if self.noise_sigma[0] < 0:
-            raise ValueError(f"DegradeConfig.noise_sigma must be >= 0, got {self.noise_sigma!r}")
-        if not (1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100):
-            raise ValueError(f"DegradeConfig.jpeg_quality must lie in 1..100, got {self.jpeg_quality!r}")
-        if self.compression not in COMPRESSIONS:
-            raise ValueError(
-                f"DegradeConfig.compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}"
-            )
+        super().__post_init__()
+        # Normalise lists (e.g. straight from YAML) to tuples and ints to floats, so the frozen config stays
+        # hashable and equal configs compare equal.
+        for name, kind in (("blur_sigma", float), ("noise_sigma", float), ("jpeg_quality", int)):
+            low, high = (kind(v) for v in getattr(self, name))
+            if low > high:
+                raise ValueError(f"{name}: must be a (low, high) pair with low <= high, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, (low, high))
         for name in ("p_blur", "p_noise", "p_compress"):
-            p = getattr(self, name)
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-                raise ValueError(f"DegradeConfig.{name} must be a probability in [0, 1], got {p!r}")
-            object.__setattr__(self, name, float(p))
+            object.__setattr__(self, name, float(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -322,7 +305,6 @@ def bicubic_upsample(lq: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 __all__ = [
-    "COMPRESSIONS",
     "DegradeConfig",
     "DegradeParams",
     "bicubic_upsample",

@@ -50,7 +50,8 @@ class VideoWriter:
         self.path = Path(path)
         fmt = _FORMATS.get(self.path.suffix.lower())
         if fmt is None:
-            raise ValueError(f"{self.path}: unsupported video suffix {self.path.suffix!r}; use one of {sorted(_FORMATS)}")
+            raise ValueError(f"{self.path}: unsupported video suffix {self.path.suffix!r}; "
+                             f"use one of {sorted(_FORMATS)}")
         self.fps = fps
         self.settings = settings
         self.frames = 0
@@ -97,7 +98,7 @@ class VideoWriter:
             self._container.close()
         self._file.discard()
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -40,7 +40,7 @@ def square_model(points: list[tuple[float, float]]) -> dict:
     """The fixture with its circle replaced by a loop of Line3D curves through ``points`` (closed)."""
     m = real_model()
     lines = [{"type": "Line3D", "start_point": _point(*a), "end_point": _point(*b), "curve": f"L{i}"}
-             for i, (a, b) in enumerate(zip(points, points[1:] + points[:1]))]
+             for i, (a, b) in enumerate(zip(points, points[1:] + points[:1], strict=False))]
     next(iter(_sketch(m)["profiles"].values()))["loops"][0]["profile_curves"] = lines
     return m
 
@@ -90,7 +90,7 @@ def bad_root(root: Path) -> tuple[list[str], dict[str, str]]:
             "0001/00001003": copy.deepcopy(real_model())}
     bad_models = {}
     expected = {}
-    for k, (name, (reason, content)) in enumerate(sorted(malformed_models().items())):
+    for k, (_name, (reason, content)) in enumerate(sorted(malformed_models().items())):
         model_id = f"0002/{2000 + k:08d}"
         bad_models[model_id] = content
         expected[model_id] = reason

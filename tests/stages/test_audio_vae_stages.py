@@ -9,7 +9,7 @@ import soundfile as sf
 import yaml
 
 from lib.config import ConfigError
-from tests.helpers.workspace import run_stage_module
+from tests.helpers.workspace import pass_validation, run_stage_module
 
 SR = 8000
 
@@ -32,7 +32,8 @@ def params():
 def test_synth_train_evaluate(tmp_path, monkeypatch):
     pd.DataFrame({"id": ["1", "2", "3", "4", "5"], "split": ["train", "train", "train", "validation", "validation"],
                   "label": ["Moving a cup up", "Pushing a pen from left to right", "Dropping a book",
-                            "Covering a box with a towel", "Spinning a coin"]}).to_parquet(tmp_path / "manifest.parquet")
+                            "Covering a box with a towel", "Spinning a coin"]}
+                 ).to_parquet(tmp_path / "manifest.parquet")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params()))
     (tmp_path / ".git").mkdir()  # dvclive looks for a repo root: keep it inside tmp_path
 
@@ -41,6 +42,7 @@ def test_synth_train_evaluate(tmp_path, monkeypatch):
     # a file the split file does not list: quarantined (not_in_split), logged and counted, training goes on
     sf.write(tmp_path / "speech" / "stray.wav", np.full(SR, 0.1, np.float32), SR)
 
+    pass_validation(tmp_path, "validate_audio")
     train = run_stage_module("train_audio_vae", ["--no-progress"], tmp_path)
     assert train.returncode == 0, train.stderr[-3000:]
     assert "1 file(s) quarantined (not_in_split: 1)" in train.stderr
@@ -84,3 +86,19 @@ def test_unknown_train_audio_vae_key_names_it(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_audio_vae": {"crop_frame": 64}}))
     proc = run_stage_module("train_audio_vae", [], tmp_path)
     assert proc.returncode == 1 and "did you mean 'crop_frames'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_audio_vae_stops_at_a_failed_validation(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params()))
+    proc = run_stage_module("train_audio_vae", ["--no-progress"], tmp_path)  # never validated
+    assert proc.returncode == 1 and "run `dvc repro validate_audio` before training" in proc.stderr
+
+    report = tmp_path / "reports/validate_audio"
+    report.mkdir(parents=True)
+    (report / "metrics.json").write_text('{"thresholds_failed": 1}\n')
+    proc = run_stage_module("train_audio_vae", ["--no-progress"], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "1 validation threshold(s) failed" in errors[0]
+    assert "dvc repro validate_audio" in errors[0]
+    assert not (tmp_path / "models/avae").exists()  # stopped before reading audio or writing anything

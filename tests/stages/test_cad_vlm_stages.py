@@ -12,7 +12,7 @@ import yaml
 
 from lib.eval.cad_vlm import SCORE_KEYS
 from tests.helpers.cad_vlm_data import write_cad_conversations
-from tests.helpers.workspace import run_stage_module
+from tests.helpers.workspace import pass_validation, run_stage_module
 
 TRAIN = {"batch_size": 8, "lr": 0.003, "betas": [0.9, 0.99], "warmup_steps": 1, "epochs": 2, "log_every": 1,
          "checkpoint_every": 4, "tracker": "dvclive", "tracker_dir": "reports/train_cad_vlm/dvclive",
@@ -24,7 +24,8 @@ EVAL = {"report_dir": "reports/eval_cad_vlm", "grid_rows": 2, "render_size": 48,
 
 
 def write_params(ws, name="params.yaml", **train):
-    params = {"render_deepcad": {"out": "render", "image_size": 64}, "build_cad_conversations": {"out": "conversations"},
+    params = {"render_deepcad": {"out": "render", "image_size": 64},
+              "build_cad_conversations": {"out": "conversations"},
               "train_cad_vlm": {**TRAIN, **train}, "eval_cad_vlm": EVAL}
     (ws / name).write_text(yaml.safe_dump(params))
     return name
@@ -42,6 +43,7 @@ def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("cad_vlm_stages")
     write_cad_conversations(root, count=12)
     (root / ".git").mkdir()  # dvclive looks for a repo root: keep it inside the workspace
+    pass_validation(root, "validate_deepcad")
     return root
 
 

@@ -3,9 +3,9 @@ import json
 
 import yaml
 
+from tests.helpers.ssv2_data import H, make_bad_root
 from tests.helpers.workspace import run_stage_module
 
-from tests.helpers.ssv2_data import H, make_bad_root
 
 def stage(args, cwd):
     return run_stage_module("ingest_ssv2", args, cwd)

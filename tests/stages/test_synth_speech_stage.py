@@ -26,7 +26,7 @@ def test_tiny_manifest_is_spoken_and_scans_clean(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "'items': 2, 'synthesised': 2" in proc.stderr
     scan = scan_audio_folder(AudioFolderConfig(root=str(tmp_path / "speech")))
-    assert dict(zip(scan.files["id"], scan.files["split"])) == {"3": "train", "11": "validation"}
+    assert dict(zip(scan.files["id"], scan.files["split"], strict=False)) == {"3": "train", "11": "validation"}
     assert set(scan.files["sample_rate"]) == {16000} and not scan.quarantine
 
     proc = stage(["--no-progress"], tmp_path)  # resumable: nothing to redo

@@ -3,9 +3,9 @@ import json
 
 import yaml
 
+from lib.ssv2.ingest import IngestSSv2Config, merge_shards, run_shard
 from tests.helpers.workspace import run_stage_module
 
-from lib.ssv2.ingest import IngestSSv2Config, merge_shards, run_shard
 
 def stage(args, cwd):
     return run_stage_module("synth_ssv2", args, cwd)

@@ -9,7 +9,7 @@ import yaml
 from lib.eval.video_vae import evaluate_video_vae
 from lib.video.encode import EncodeSettings, write_video
 from tests.helpers.ssv2_data import moving_frames
-from tests.helpers.workspace import run_stage_module
+from tests.helpers.workspace import pass_validation, run_stage_module
 
 H, W = 32, 64
 MODEL = {"channels": 8, "latent_channels": 2, "temporal_compression": 2, "spatial_compression": 2, "blocks": 1}
@@ -19,10 +19,12 @@ def tiny_manifest(root):
     rows = []
     for k in range(8):
         path = f"videos/{k}.webm"
-        write_video(root / path, moving_frames(12 + k, H, W, seed=k), fps=12, settings=EncodeSettings(keyframe_interval=6))
+        write_video(root / path, moving_frames(12 + k, H, W, seed=k), fps=12,
+                    settings=EncodeSettings(keyframe_interval=6))
         rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
                      "class_index": 0, "path": path, "frames": 12 + k, "fps": 12.0, "width": W, "height": H})
     pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    pass_validation(root.parent, "validate_ssv2")  # the trainers' gate, under the stage's working directory
 
 
 def params():
@@ -33,7 +35,8 @@ def params():
         "bench_loader": {"out": "loader"},
         "train_video_vae": {**common, "steps": 4, "batch_size": 2, "warmup_steps": 1, "out_dir": "models/vae",
                             "tracker_dir": "reports/train_video_vae/dvclive", "resolution": 16, "clip_frames": 4},
-        "train_curriculum": {**common, "out_dir": "models/curriculum", "tracker_dir": "reports/train_curriculum/dvclive",
+        "train_curriculum": {**common, "out_dir": "models/curriculum",
+                             "tracker_dir": "reports/train_curriculum/dvclive",
                              "curriculum": {"phases": [
                                  {"name": "low", "resolution": 8, "frames": 2, "batch_size": 3, "lr": 0.003,
                                   "steps": 2, "warmup_steps": 1},

@@ -38,7 +38,7 @@ def test_batch_shapes_and_alignment(files):
     b = ds.batch(0, 4)
     assert b["wave"].shape == (4, 1280) and b["wave"].dtype == torch.float32
     assert b["mel"].shape == (4, 32, CROP) and b["mel"].dtype == torch.float32
-    for i, (clip_id, offset) in enumerate(zip(b["ids"], b["offsets"])):
+    for i, (clip_id, offset) in enumerate(zip(b["ids"], b["offsets"], strict=False)):
         source = ds.waves[ds.ids.index(clip_id)]
         n = min(1280, source.size - offset)
         np.testing.assert_array_equal(b["wave"][i, :n].numpy(), source[offset: offset + n])
@@ -83,7 +83,7 @@ def test_resume_from_start_step_equals_the_tail_of_a_full_run(files):
     fresh = dataset(files, seed=9)  # a new process after a kill: nothing carried over
     resumed = list(iterate_audio_steps(fresh, batch_size=4, total_steps=10, start_step=6))
     assert [b["step"] for b in resumed] == [6, 7, 8, 9]
-    for x, y in zip(full[6:], resumed):
+    for x, y in zip(full[6:], resumed, strict=False):
         assert x["ids"] == y["ids"] and x["offsets"] == y["offsets"]
         assert torch.equal(x["wave"], y["wave"]) and torch.equal(x["mel"], y["mel"])
     # the iterator's seed overrides the dataset's

@@ -61,8 +61,8 @@ def test_each_labelled_id_becomes_a_wav_at_the_model_rate(tmp_path):
     assert sorted(p.name for p in (out / "wavs").glob("*.wav")) == ["12.wav", "30.wav", "7.wav"]
     meta = pd.read_csv(out / "metadata.csv", dtype={"id": str})
     assert list(meta["id"]) == ["7", "12", "30"]  # numeric id order
-    assert dict(zip(meta["id"], meta["text"])) == LABELS
-    assert dict(zip(meta["id"], meta["split"])) == {"7": "train", "12": "validation", "30": "train"}
+    assert dict(zip(meta["id"], meta["text"], strict=False)) == LABELS
+    assert dict(zip(meta["id"], meta["split"], strict=False)) == {"7": "train", "12": "validation", "30": "train"}
     for row in meta.itertuples():
         info = sf.info(out / row.path)
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
@@ -73,7 +73,7 @@ def test_each_labelled_id_becomes_a_wav_at_the_model_rate(tmp_path):
     # the longest text takes longest to say, whatever voice it drew (speeds differ by at most 190/130)
     assert meta.set_index("id")["seconds"]["7"] > meta.set_index("id")["seconds"]["12"]
     quarantine = pd.read_json(out / "quarantine.json", dtype={"id": str})
-    assert list(zip(quarantine["id"], quarantine["reason"])) == [("40", "no_text")]
+    assert list(zip(quarantine["id"], quarantine["reason"], strict=False)) == [("40", "no_text")]
     assert summary == {"items": 3, "synthesised": 3, "kept": 0, "quarantined": 1,
                        "seconds": pytest.approx(meta["seconds"].sum(), abs=0.01)}
 
@@ -106,7 +106,7 @@ def test_voice_speed_and_pitch_are_a_function_of_seed_and_id(tmp_path):
     assert all(v in cfg.voices and 130 <= s <= 190 and 30 <= p <= 70 for v, s, p in picks)
     assert len({v for v, _, _ in picks}) >= 5 and len({s for _, s, _ in picks}) >= 20
     other_seed = replace(cfg, seed=1)
-    assert sum(choose_voice(other_seed, i) != pick for i, pick in zip(ids, picks)) >= 50
+    assert sum(choose_voice(other_seed, i) != pick for i, pick in zip(ids, picks, strict=False)) >= 50
     # an id's pick does not depend on which other ids the manifest has
     items, _ = plan_speech(cfg)
     write_manifest(tmp_path / "small.parquet", {"30": LABELS["30"]})

@@ -36,7 +36,7 @@ def test_shortest_model_is_34_tokens():
 def test_random_allowed_sequences_always_parse():
     rng = np.random.default_rng(0)
     seen = Counter()
-    for k in range(200):
+    for _ in range(200):
         max_len = int(rng.integers(34, 250))
         ids = sample(CADGrammar(TOK, max_len), rng)
         assert ids[0] == TOK.bos_id and ids[-1] == TOK.eos_id and len(ids) <= max_len
@@ -82,7 +82,7 @@ def loops_of(ids: list[int]) -> list[list[tuple[str, list[int]]]]:
 def loop_is_closed(loop, *, non_degenerate: bool = True) -> bool:
     if [name for name, _ in loop] == ["circle"]:
         return True
-    chain = all(a[2:4] == b[:2] for (_, a), (_, b) in zip(loop, loop[1:]))
+    chain = all(a[2:4] == b[:2] for (_, a), (_, b) in zip(loop, loop[1:], strict=False))
     names = [name for name, _ in loop]
     long_enough = len(loop) >= 3 or (len(loop) == 2 and "arc" in names) or not non_degenerate
     return chain and long_enough and loop[-1][1][2:4] == loop[0][1][:2]
@@ -148,7 +148,10 @@ def test_every_real_sequence_is_accepted_even_at_its_exact_length():
 
 def test_masks_at_choice_points():
     g = CADGrammar(TOK)
-    names = lambda m: {TOK.vocab[i] for i in np.flatnonzero(m)}
+
+    def names(m):
+        return {TOK.vocab[i] for i in np.flatnonzero(m)}
+
     s = g.initial()
     assert names(g.allowed(s)) == {"<bos>"}
     s = g.advance(s, TOK.bos_id)
@@ -174,7 +177,10 @@ def test_near_the_limit_only_closing_tokens_are_allowed():
         "extrude 1: new_body one_side e1=0.2 e2=0\nplane o=(0,0,0) x=(1,0,0) y=(0,1,0) n=(0,0,1)\nprofile\n"
         "loop outer\ncircle c=(0,0) r=0.1\n")))
     assert len(ids) == 34
-    names = lambda g, s: {TOK.vocab[i] for i in np.flatnonzero(g.allowed(s))}
+
+    def names(g, s):
+        return {TOK.vocab[i] for i in np.flatnonzero(g.allowed(s))}
+
     # after a closed loop: a new loop needs "loop outer" + a circle (6) and then <eos>
     g = CADGrammar(TOK, max_len=39)
     assert names(g, g.check(ids[:-1])) == {"<eos>"}

@@ -11,8 +11,8 @@ from lib.deepcad.normalize import normalize, quantize, quantize_sequence
 from lib.deepcad.parse import load_model, parse_model
 from lib.deepcad.schema import Arc, Circle, Line
 from lib.deepcad.synth import FAMILIES, make_model
-from tests.helpers.deepcad_data import FIXTURE
 from tests.helpers.deepcad_data import BOX_CODE as BOX
+from tests.helpers.deepcad_data import FIXTURE
 
 TOK = CADTokenizer()
 # Grid steps written out from the documented ranges (not read back from the tokenizer).
@@ -66,7 +66,7 @@ def max_error_in_steps(a, b, extra=0.0):
     sb, vb = flatten(b)
     assert sa == sb
     assert [k for k, _ in va] == [k for k, _ in vb]
-    return max((abs(x - y) - extra) / STEP[k] for (k, x), (_, y) in zip(va, vb))
+    return max((abs(x - y) - extra) / STEP[k] for (k, x), (_, y) in zip(va, vb, strict=False))
 
 
 def test_vocab_layout():
@@ -85,7 +85,8 @@ def test_hand_encoded_box():
     # coord: (x + 1) * 128; sketch: (x + 2) * 64; unit: (x + 1) * 127
     expected = (["<bos>", "bbox", v[128], v[128], v[128], v[192], v[192], v[160],
                  "extrude", "new_body", "one_side", v[144], v[128],
-                 "plane", v[128], v[128], v[128], v[254], v[127], v[127], v[127], v[254], v[127], v[127], v[127], v[254],
+                 "plane", v[128], v[128], v[128], v[254], v[127], v[127],
+                 v[127], v[254], v[127], v[127], v[127], v[254],
                  "profile", "loop", "outer"]
                 + ["line", v[128], v[128], v[160], v[128]] + ["line", v[160], v[128], v[160], v[160]]
                 + ["line", v[160], v[160], v[128], v[160]] + ["line", v[128], v[160], v[128], v[128]] + ["<eos>"])
@@ -110,7 +111,7 @@ def test_round_trip_within_half_a_step_on_every_synth_model_and_the_fixture(corp
     families = Counter(f for f, _ in corpus)
     assert set(families) == set(FAMILIES) | {"fixture"} and len(corpus) == 201
     worst, worst_text = 0.0, 0.0
-    for fam, seq in corpus:
+    for _fam, seq in corpus:
         text = to_code(seq)
         parsed = from_code(text)
         ids = TOK.encode(text)

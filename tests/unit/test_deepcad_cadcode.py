@@ -76,17 +76,17 @@ def test_from_code_values_within_half_a_digit():
     seq = hand_built()
     back = from_code(to_code(seq))
     assert len(back.extrudes) == 4
-    for a, b in zip(seq.extrudes, back.extrudes):
+    for a, b in zip(seq.extrudes, back.extrudes, strict=False):
         assert (a.operation, a.extent_type) == (b.operation, b.extent_type)
         assert b.extent_one == pytest.approx(a.extent_one, abs=5e-5)
         assert b.extent_two == pytest.approx(a.extent_two, abs=5e-5)
         assert b.plane.normal == pytest.approx(a.plane.normal, abs=5e-5)
         assert len(a.profiles) == len(b.profiles)
-        for pa, pb in zip(a.profiles, b.profiles):
-            for la, lb in zip(pa.loops, pb.loops):
+        for pa, pb in zip(a.profiles, b.profiles, strict=False):
+            for la, lb in zip(pa.loops, pb.loops, strict=False):
                 assert la.is_outer == lb.is_outer
                 assert [type(c) for c in la.curves] == [type(c) for c in lb.curves]
-                for ca, cb in zip(la.curves, lb.curves):
+                for ca, cb in zip(la.curves, lb.curves, strict=False):
                     if isinstance(ca, Arc):
                         assert cb.normal_z == ca.normal_z and cb.end_angle == pytest.approx(ca.end_angle, abs=5e-5)
     assert back.bbox_max == pytest.approx((0.6, 0.6, 0.75))

@@ -2,8 +2,13 @@ import pandas as pd
 import pytest
 
 from lib.config import ConfigError, from_dict
-from lib.deepcad.conversations import (CADConversationsConfig, build_conversations, conversation_id, length_stats,
-                                       pick_prompt)
+from lib.deepcad.conversations import (
+    CADConversationsConfig,
+    build_conversations,
+    conversation_id,
+    length_stats,
+    pick_prompt,
+)
 
 VIEWS = ["front", "top"]
 

@@ -14,6 +14,7 @@ from lib.quarantine import QuarantineError
 
 REPO = Path(__file__).resolve().parents[2]
 from tests.helpers.deepcad_data import FIXTURE  # noqa: E402
+
 SKETCH, EXTRUDE, PROFILE = "FQtakFubjNXh4U6_0", "Fg5Co82E19unP7q_0", "JGC"
 
 

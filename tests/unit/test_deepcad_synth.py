@@ -10,8 +10,8 @@ import pytest
 from shapely.geometry import Polygon
 
 from lib.deepcad.synth import FAMILIES, SynthDeepCADConfig, make_model, plan, write_dataset
-
 from tests.helpers.deepcad_data import FIXTURE  # noqa: E402
+
 ID_RE = re.compile(r"^(\d{4})/(\d{8})$")
 N60 = SynthDeepCADConfig(count=60, seed=3)
 
@@ -155,7 +155,7 @@ def test_loops_are_closed_and_holes_lie_inside(models60):
                             assert np.allclose(pts[0], _pt(c["start_point"]), atol=1e-12)
                             assert np.allclose(pts[-1], _pt(c["end_point"]), atol=1e-12)
                     if curves[0]["type"] != "Circle3D":
-                        for prev, cur in zip(curves, curves[1:] + curves[:1]):
+                        for prev, cur in zip(curves, curves[1:] + curves[:1], strict=False):
                             assert prev["end_point"] == cur["start_point"], (mid, fam, pid)  # exactly closed
                 polys = [Polygon(_ring(lp)) for lp in loops]
                 for p in polys:
@@ -177,7 +177,8 @@ def test_bounding_box_contains_every_curve_point(models60):
         lo = np.array([bb["min_point"][k] for k in "xyz"])
         hi = np.array([bb["max_point"][k] for k in "xyz"])
         size = hi - lo
-        assert size.min() >= 0.0015 and 0.01 <= size.max() <= 0.5, (mid, fam, lo, hi)  # plates 2 mm thick to 0.5 m parts
+        # plates 2 mm thick to 0.5 m parts
+        assert size.min() >= 0.0015 and 0.01 <= size.max() <= 0.5, (mid, fam, lo, hi)
         sketches = {}
         for step in model["sequence"]:
             ent = model["entities"][step["entity"]]

@@ -109,7 +109,7 @@ def test_pristine_render_is_clean_uniform_and_sized(rendered):
     assert metrics["png_bytes"] == pytest.approx({"min": min(sizes), "mean": sum(sizes) / len(sizes),
                                                   "max": max(sizes)})
     # foreground measured independently: any channel differing from pure white
-    for name, fg in zip(images["image"], images["foreground"]):
+    for name, fg in zip(images["image"], images["foreground"], strict=False):
         rgb = np.asarray(Image.open(out / "images" / name).convert("RGB"))
         assert fg == pytest.approx((rgb != 255).any(axis=-1).mean())
         assert fg > 0.01
@@ -171,7 +171,7 @@ def test_response_lengths_are_the_code_lengths(rendered):
     out, cfg, models, quarantine = rendered
     metrics, _, _ = measure(out, cfg, models, quarantine)
     splits = CADConversationsConfig().splits
-    lengths = [len(code) for code, split in zip(models["code"], models["split"]) if split in splits
+    lengths = [len(code) for code, split in zip(models["code"], models["split"], strict=False) if split in splits
                for _ in cfg.views]
     assert len(lengths) == 2 * len(cfg.views)
     assert metrics["lengths"]["response_chars"] == pytest.approx(
@@ -189,7 +189,7 @@ def stressed(copy):
     (out / "images" / a[f"image_{cfg.views[0]}"]).unlink()
     (out / "images" / a[f"image_{cfg.views[1]}"]).write_bytes(b"\x89PNG garbage")
     Image.new("RGB", (SIZE, SIZE), "white").save(out / "images" / b[f"image_{cfg.views[2]}"])
-    codes = dict(zip(models["id"], models["code"]))
+    codes = dict(zip(models["id"], models["code"], strict=False))
     train, val = (i for i, s in SPLIT_OF.items() if s in ("train", "validation"))
     assert len(codes[train]) != len(codes[val])
     limit = min(len(codes[train]), len(codes[val]))  # the longer of the two is dropped

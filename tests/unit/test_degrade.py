@@ -160,7 +160,10 @@ def test_blur_lowers_high_frequencies_monotonically():
     energies = [_high_freq_energy(gaussian_blur(board[0].permute(1, 0, 2, 3), s)) for s in sigmas]
     assert all(a > b for a, b in itertools.pairwise(energies)), energies
     # through the pipeline (blur before the downsample), cells of 2*scale pixels
-    cfg_for = lambda s: DegradeConfig(scale=2, blur_sigma=(s, s), p_blur=1.0, p_noise=0.0, compression="none")
+
+    def cfg_for(s):
+        return DegradeConfig(scale=2, blur_sigma=(s, s), p_blur=1.0, p_noise=0.0, compression="none")
+
     lq_energies = [_high_freq_energy(degrade(board, cfg_for(s), validation_generator(0))) for s in sigmas]
     assert all(a > b for a, b in itertools.pairwise(lq_energies)), lq_energies
 

@@ -188,7 +188,8 @@ def test_lora_through_the_trainer_trains_only_the_adapters(ckpt, data, tmp_path)
     adapted = {n for n, p in trained.named_parameters() if p.requires_grad}
     assert adapted and all("lora_" in n and "language_model" in n for n in adapted)
     image = Image.open(image_root / records[0]["image"])
-    assert isinstance(hf_generate(trained, processor, [image], PROMPT, max_new_tokens=2)[0], str)  # peft layers generate
+    # peft layers generate
+    assert isinstance(hf_generate(trained, processor, [image], PROMPT, max_new_tokens=2)[0], str)
     after = trained.state_dict()
     for key, value in base.items():  # targeted layers keep their weight under .base_layer
         stem, _, leaf = key.rpartition(".")
@@ -220,5 +221,6 @@ def test_batched_generation_left_pads_different_prompts(ckpt, data):
     images = [Image.open(image_root / r["image"]) for r in records]
     prompts = ["Write the CAD code.", "Write the CAD code of this part."]
     batched = hf_generate(model, processor, images, prompts, max_new_tokens=4)
-    single = [hf_generate(model, processor, [im], p, max_new_tokens=4)[0] for im, p in zip(images, prompts)]
+    single = [hf_generate(model, processor, [im], p, max_new_tokens=4)[0]
+              for im, p in zip(images, prompts, strict=False)]
     assert all(isinstance(a, str) for a in batched) and batched == single

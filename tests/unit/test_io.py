@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from lib.io import (UnsafePathError, atomic_path, atomic_write_json, read_json, remove_stale_temps, safe_join)
+from lib.io import UnsafePathError, atomic_path, atomic_write_json, read_json, remove_stale_temps, safe_join
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -17,10 +17,9 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
 def test_failed_write_keeps_old_file_and_removes_temp(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["out.txt"]
 

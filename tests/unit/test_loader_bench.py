@@ -23,7 +23,8 @@ from lib.bench.loader_bench import (
 from lib.config import ConfigError, from_dict
 from tests.helpers import fake_loader
 
-TARGET = LoaderTarget(factory=fake_loader.FACTORY, factory_kwargs={"clips": 16, "frames": 4, "size": 16, "delay_s": 0.005},
+TARGET = LoaderTarget(factory=fake_loader.FACTORY,
+                      factory_kwargs={"clips": 16, "frames": 4, "size": 16, "delay_s": 0.005},
                       decode=fake_loader.DECODE, decode_kwargs={"frames": 4, "size": 16},
                       data={"source": "fake in-memory clips"})
 # one forced failure per kind on its own point; (4, 0) and (4, 1, prefetch 3) survive

@@ -110,7 +110,8 @@ def test_merge_without_all_shards_names_the_fix(tmp_path):
     make_good_root(tmp_path / "root", n_per_class=1)
     cfg = IngestSSv2Config(out=str(tmp_path / "out"), expected_height=H, shards=2)
     run_shard(tmp_path / "root", cfg, 0, progress=False)
-    with pytest.raises(FileNotFoundError, match="shard-00001.parquet: shard missing"):
+    with pytest.raises(FileNotFoundError, match=r"shard-00001-[0-9a-f]{16}\.parquet: shard missing; "
+                                                r"run `snakemake --cores N ingest_ssv2`"):
         merge_shards(tmp_path / "root", cfg)
 
 

@@ -3,8 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from lib.ssv2.labels import (bracket_template, fill_template, normalize_template, read_classes, read_split,
-                             reference_classes)
+from lib.ssv2.labels import (
+    bracket_template,
+    fill_template,
+    normalize_template,
+    read_classes,
+    read_split,
+    reference_classes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "fixtures" / "ssv2"

@@ -98,7 +98,7 @@ def test_renderer_code_change_rerenders(tmp_path, monkeypatch):
     write_dataset(cfg, progress=False)
     vdir = tmp_path / "ssv2" / VIDEO_DIR
     before = {p.name: p.stat().st_mtime_ns for p in vdir.glob("*.webm")}
-    monkeypatch.setattr("lib.ssv2.synth.source_digest", lambda *mods: "another-renderer")
+    monkeypatch.setattr("lib.ssv2.synth.code_digest", lambda *mods: "another-renderer")
     write_dataset(cfg, progress=False)
     assert all(p.stat().st_mtime_ns != before[p.name] for p in vdir.glob("*.webm"))
 

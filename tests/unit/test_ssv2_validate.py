@@ -9,8 +9,17 @@ import pytest
 from PIL import Image
 
 from lib.config import ConfigError
-from lib.ssv2.validate import (ExposureBands, TrainerSchedule, ValidateSSv2Config, check_thresholds,
-                               compute_metrics, dvc_metrics, exposure, exposure_band, schedule_from_section)
+from lib.ssv2.validate import (
+    ExposureBands,
+    TrainerSchedule,
+    ValidateSSv2Config,
+    check_thresholds,
+    compute_metrics,
+    dvc_metrics,
+    exposure,
+    exposure_band,
+    schedule_from_section,
+)
 from lib.ssv2.validate_report import PLOT_FILES, render_report, write_plots
 
 REFERENCE_TSV = Path(__file__).resolve().parents[2] / "lib" / "ssv2" / "reference" / "templates.tsv"
@@ -246,7 +255,8 @@ def test_every_threshold_failure_names_its_key_value_and_shortfall():
     assert len(msgs) == 6, text
     assert "manifest has 2 good videos, 3 below validate_ssv2.min_videos=5" in text
     # 4 of 6 items quarantined: 0.6667, 0.1667 above 0.5
-    assert "quarantined fraction is 0.6667 (4 of 6 items), 0.1667 above validate_ssv2.max_quarantine_fraction=0.5" in text
+    assert ("quarantined fraction is 0.6667 (4 of 6 items), "
+            "0.1667 above validate_ssv2.max_quarantine_fraction=0.5") in text
     assert "0.0667 above validate_ssv2.max_missing_fraction=0.1" in text
     assert "1 duplicate ids, 1 above validate_ssv2.max_duplicate_ids=0" in text
     assert "1 above validate_ssv2.max_label_mismatches=0" in text

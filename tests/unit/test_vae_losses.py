@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from lib.losses.vae import (AudioVAELoss, AudioVAELossWeights, VideoVAELoss, VideoVAELossWeights, kl_divergence,
-                            kl_weight, multi_resolution_mel_loss, multi_resolution_stft_loss, reduce_kl)
+from lib.losses.vae import (
+    AudioVAELoss,
+    AudioVAELossWeights,
+    VideoVAELoss,
+    VideoVAELossWeights,
+    kl_divergence,
+    kl_weight,
+    multi_resolution_mel_loss,
+    multi_resolution_stft_loss,
+    reduce_kl,
+)
 from lib.models.vgg import VGG16_URL, PerceptualWeightsMissing, VGG16Features
 
 # --------------------------------------------------------------------------------------------------- KL
@@ -51,7 +60,7 @@ def test_kl_weight_warmup():
                                           (AudioVAELossWeights, {"kl_warmup_steps": -1}, "kl_warmup_steps"),
                                           (AudioVAELossWeights, {"stft_pools": (0,)}, "stft_pools")])
 def test_weights_validation(cls, kw, field):
-    with pytest.raises(ValueError, match=f"{cls.__name__}.{field}"):
+    with pytest.raises(ValueError, match=rf"^{field}(\[\d+\])?: "):
         cls(**kw)
 
 
@@ -72,7 +81,7 @@ def _np_stft_mag(x: np.ndarray, n_fft: int, hop: int, win: int, eps: float) -> n
 
 def _np_mrstft(x: np.ndarray, y: np.ndarray, ffts, hops, wins, eps=1e-7) -> float:
     total = 0.0
-    for n_fft, hop, win in zip(ffts, hops, wins):
+    for n_fft, hop, win in zip(ffts, hops, wins, strict=False):
         xm = np.stack([_np_stft_mag(s, n_fft, hop, win, eps) for s in x])
         ym = np.stack([_np_stft_mag(s, n_fft, hop, win, eps) for s in y])
         sc = np.linalg.norm(ym - xm) / np.linalg.norm(ym)
@@ -187,7 +196,8 @@ def test_video_vae_loss_perceptual_term_per_frame(tmp_path):
     x_hat.requires_grad_(True)
     loss, stats = loss_fn(x, x_hat, torch.zeros(2, 4, 2, 2, 2), torch.zeros(2, 4, 2, 2, 2), step=0)
     with torch.no_grad():  # frame by frame, layer by layer, then averaged
-        per_frame = [[(a - b).abs().mean() for a, b in zip(src(x_hat[:, :, t]), src(x[:, :, t]))] for t in range(3)]
+        per_frame = [[(a - b).abs().mean() for a, b in zip(src(x_hat[:, :, t]), src(x[:, :, t]), strict=False)]
+                     for t in range(3)]
         perc = torch.tensor(per_frame).mean(0).mean().item()
     assert stats["vae/perceptual"] == pytest.approx(perc, rel=1e-5)
     assert loss.item() == pytest.approx((x_hat - x).abs().mean().item() + 0.5 * perc, rel=1e-5)

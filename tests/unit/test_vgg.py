@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from lib.models.vgg import (VGG16_URL, PerceptualWeightsMissing, VGG16Features, default_weights_path,
-                            load_vgg16_features)
+from lib.models.vgg import VGG16_URL, PerceptualWeightsMissing, VGG16Features, default_weights_path, load_vgg16_features
 
 # torchvision vgg16().features conv indices and widths (cfg "D"), written out independently of lib.models.vgg
 TV_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256), 14: (256, 256),
@@ -66,7 +65,7 @@ def test_loads_torchvision_layout_and_matches_hand_computation(tv_state, tmp_pat
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     feats = vgg(x)
     assert [tuple(f.shape) for f in feats] == [(2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4)]
-    for got, want in zip(feats, _by_hand(tv_state, x)):
+    for got, want in zip(feats, _by_hand(tv_state, x), strict=False):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -81,7 +80,7 @@ def test_module_state_dict_round_trips_in_torchvision_keys(tmp_path):
     torch.save(bare, tmp_path / "bare.pth")
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     loaded = load_vgg16_features(tmp_path / "bare.pth")
-    for a, b in zip(src(x), loaded(x)):
+    for a, b in zip(src(x), loaded(x), strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

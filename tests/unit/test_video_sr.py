@@ -67,9 +67,9 @@ def test_text_errors():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="VideoSRConfig.scale"):
+    with pytest.raises(ValueError, match="^scale: must be >= 1, got 0"):
         VideoSRConfig(scale=0)
-    with pytest.raises(ValueError, match="VideoSRConfig.text_dim"):
+    with pytest.raises(ValueError, match="^text_dim: must be >= 0, got -1"):
         VideoSRConfig(text_dim=-1)
 
 
