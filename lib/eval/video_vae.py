@@ -47,6 +47,7 @@ from annotated_types import Ge
 from lib.config import Checked, ConfigError, from_dict, load_section, read_params
 from lib.eval.apt import SSIM_TAPS, psnr, ssim, strip_png
 from lib.models.video_vae import VideoVAE, VideoVAEConfig
+from lib.models.video_vae_inference import reconstruct_mean, seam_error
 from lib.ssv2.ingest import IngestSSv2Config
 from lib.train.checkpoint import load_trained
 from lib.train.video_vae import MODEL, VideoVAETrainConfig, from_section, kl_per_element, validation_clips
@@ -66,6 +67,13 @@ class EvalVAEConfig(Checked):
     clip_stride: Annotated[int, Ge(1)] = 2
     strip_clips: Annotated[int, Ge(1)] = 3
     batch_size: Annotated[int, Ge(1)] = 2  # clips per forward pass
+    # At the largest point, how clips too large for memory are run (lib.models.video_vae_inference): temporal
+    # chunks of chunk_frames input frames (exact; a multiple of each model's temporal_compression; null: whole
+    # clips), and spatial tiles of `tile` px overlapping by tile_overlap (approximate: null scores whole frames).
+    # Either way the first clip is also run whole, and the report gives the difference and the tile seam error.
+    chunk_frames: Annotated[int, Ge(1)] | None = None
+    tile: Annotated[int, Ge(1)] | None = None
+    tile_overlap: Annotated[int, Ge(0)] = 0
 
 
 def point_name(resolution: int, frames: int) -> str:
@@ -122,33 +130,71 @@ def _score(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float | None]:
     return {"psnr": float(psnr(u_out, u_ref).mean()), "ssim": s}
 
 
+@dataclass(frozen=True)
+class InferencePlan:
+    """How one point's clips are run: temporal chunks and/or spatial tiles (None: whole clips)."""
+
+    chunk_frames: int | None = None
+    tile: int | None = None
+    tile_overlap: int = 0
+
+
 @torch.no_grad()
-def reconstruct(model: VideoVAE, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float]:
+def reconstruct(model: VideoVAE, x: torch.Tensor, batch_size: int,
+                plan: InferencePlan = InferencePlan()) -> tuple[torch.Tensor, float]:
     """Return ``(decode(mean) clamped to [-1, 1], KL per latent element)`` for clips ``x``, in batches on the
-    model's device; the reconstruction comes back on ``x``'s device."""
+    model's device, run as ``plan`` says; the reconstruction comes back on ``x``'s device."""
     device = next(model.parameters()).device
     outs, kls, n = [], 0.0, 0
     for i in range(0, len(x), batch_size):
         chunk = x[i:i + batch_size].to(device)
-        mean, logvar = model.encode(chunk)
-        outs.append(model.decode(mean, num_frames=chunk.shape[2]).clamp(-1, 1).to(x.device))
+        x_hat, mean, logvar = reconstruct_mean(model, chunk, chunk_frames=plan.chunk_frames, tile=plan.tile,
+                                               overlap=plan.tile_overlap)
+        outs.append(x_hat.clamp(-1, 1).to(x.device))
         kls += kl_per_element(mean, logvar) * len(chunk)
         n += len(chunk)
     return torch.cat(outs), kls / n
 
 
-def evaluate_model(model: VideoVAE, clips: Mapping[tuple[int, int], torch.Tensor], batch_size: int
+def probe_inference(model: VideoVAE, clip: torch.Tensor, plan: InferencePlan) -> dict[str, Any]:
+    """Run one clip ``[1, C, T, S, S]`` whole, in ``plan``'s temporal chunks, and in spatial tiles (``plan.tile``,
+    or half the side when None); return how far chunks and tiles land from the whole run (unclamped decode)."""
+    device = next(model.parameters()).device
+    clip = clip.to(device)
+    sc, side = model.config.spatial_compression, clip.shape[-1]
+    whole = reconstruct_mean(model, clip)[0]
+    out: dict[str, Any] = {"chunk_frames": plan.chunk_frames}
+    if plan.chunk_frames is not None:
+        chunked = reconstruct_mean(model, clip, chunk_frames=plan.chunk_frames)[0]
+        out["chunked_max_abs_vs_whole"] = float((chunked - whole).abs().max())
+    tile = plan.tile or max(sc, side // 2 // sc * sc)
+    overlap = plan.tile_overlap if plan.tile else max(0, tile // 2 // sc * sc)
+    if tile < side:
+        tiled = reconstruct_mean(model, clip, chunk_frames=plan.chunk_frames, tile=tile, overlap=overlap)[0]
+        out["tiled"] = {"tile": tile, "overlap": overlap, **seam_error(whole, tiled, tile=tile, overlap=overlap),
+                        "psnr_whole": _score(whole.clamp(-1, 1), clip)["psnr"],
+                        "psnr_tiled": _score(tiled.clamp(-1, 1), clip)["psnr"]}
+    return out
+
+
+def evaluate_model(model: VideoVAE, clips: Mapping[tuple[int, int], torch.Tensor], batch_size: int,
+                   plans: Mapping[tuple[int, int], InferencePlan] | None = None
                    ) -> tuple[dict[str, Any], dict[tuple[int, int], dict[str, torch.Tensor]]]:
-    """Score ``model`` and both bicubic baselines at every point of ``clips``; return ``(metrics, outputs)``."""
+    """Score ``model`` and both bicubic baselines at every point of ``clips`` (run as ``plans`` says, whole by
+    default); return ``(metrics, outputs)``. A point with a plan also gets ``inference`` (:func:`probe_inference`)."""
     cfg = model.config
+    plans = plans or {}
     metrics: dict[str, Any] = {}
     outputs: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
     for (res, frames), x in clips.items():
-        x_hat, kl = reconstruct(model, x, batch_size)
+        plan = plans.get((res, frames), InferencePlan())
+        x_hat, kl = reconstruct(model, x, batch_size, plan)
         entry: dict[str, Any] = {"vae": {**_score(x_hat, x), "kl_per_element": kl,
                                          "values_per_element": values_per_element(res, frames, cfg,
                                                                                   cfg.latent_channels,
                                                                                   res // cfg.spatial_compression)}}
+        if (res, frames) in plans:
+            entry["inference"] = probe_inference(model, x[:1], plan)
         outs = {"input": x, "VAE": x_hat}
         for name, equal in (("bicubic_grid", False), ("bicubic_values", True)):
             side = baseline_size(res, cfg, equal)
@@ -197,7 +243,17 @@ def evaluate_video_vae(params_path: str | Path, report_dir: Path) -> tuple[dict[
         model = load_vae(Path(run.train.out_dir) / "final" / "raw" / f"{MODEL}.safetensors", run.model, stage)
         model.to("cuda" if torch.cuda.is_available() else "cpu")
         m = run.model
-        scores, outputs = evaluate_model(model, clips, cfg.batch_size)
+        if cfg.chunk_frames is not None and cfg.chunk_frames % m.temporal_compression:
+            raise ConfigError(f"{params_path}: eval_vae.chunk_frames: {cfg.chunk_frames} is not a multiple of "
+                              f"{stage}.model.temporal_compression={m.temporal_compression}; use a multiple of it")
+        for name in ("tile", "tile_overlap"):
+            value = getattr(cfg, name)
+            if value and value % m.spatial_compression:
+                raise ConfigError(f"{params_path}: eval_vae.{name}: {value} is not a multiple of "
+                                  f"{stage}.model.spatial_compression={m.spatial_compression}; use a multiple of it")
+        largest = max(points)  # the one that would not fit whole: chunks and tiles there
+        plans = {largest: InferencePlan(cfg.chunk_frames, cfg.tile, cfg.tile_overlap)}
+        scores, outputs = evaluate_model(model, clips, cfg.batch_size, plans)
         metrics[stage] = {"model": {"params": model.param_count(), "latent_channels": m.latent_channels,
                                     "temporal_compression": m.temporal_compression,
                                     "spatial_compression": m.spatial_compression,
@@ -211,6 +267,28 @@ def evaluate_video_vae(params_path: str | Path, report_dir: Path) -> tuple[dict[
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def inference_md(stage_metrics: Mapping[str, Any], points: list[tuple[int, int]]) -> list[str]:
+    """Lines saying how the largest point was run and how far chunks and tiles land from a whole run."""
+    lines = []
+    for p in points:
+        probe = stage_metrics[point_name(*p)].get("inference")
+        if probe is None:
+            continue
+        chunks = ("whole clips" if probe["chunk_frames"] is None else
+                  f"temporal chunks of {probe['chunk_frames']} frames (max |chunked - whole| = "
+                  f"{probe['chunked_max_abs_vs_whole']:.1e} on the first clip)")
+        lines += ["", f"At {p[0]} px, {p[1]} f the scores above come from {chunks}."]
+        tiled = probe.get("tiled")
+        if tiled:
+            lines.append(f"Spatial tiles of {tiled['tile']} px overlapping by {tiled['overlap']} px, on the first "
+                         f"clip: PSNR {tiled['psnr_tiled']:.2f} dB tiled vs {tiled['psnr_whole']:.2f} whole; "
+                         f"|tiled - whole| mean {tiled['all_mean_abs']:.3f} (near seams {tiled['seam_mean_abs']:.3f}, "
+                         f"away {tiled['away_mean_abs']:.3f}), max {tiled['all_max_abs']:.3f}, against a mean "
+                         f"|output| of {tiled['scale']:.3f}. Each tile normalises with its own statistics "
+                         f"(per-frame GroupNorm), so tiles cost accuracy everywhere, not only at seams.")
+    return lines
 
 
 def render_markdown(metrics: Mapping[str, Any], runs: Mapping[str, VideoVAETrainConfig],
@@ -240,6 +318,7 @@ def render_markdown(metrics: Mapping[str, Any], runs: Mapping[str, VideoVAETrain
                          f"{_fmt(v['kl_per_element'], 3)} | {_fmt(b['psnr'])} | {_fmt(b['ssim'], 3)} | "
                          f"{v['values_per_element']:.4f} : {b['values_per_element']:.4f} | {_fmt(g['psnr'])} | "
                          f"{e['psnr_gain_db']:+.2f} |")
+        lines += inference_md(metrics[stage], points)
         lines += [""] + [f"![{stage} {p[0]} px](strip_{stage}_{point_name(*p)}.png)" for p in points] + [
             "", "Strips: input | VAE | bicubic (equal values), middle frame.", ""]
     return "\n".join(lines)
@@ -253,6 +332,9 @@ __all__ = [
     "choose_clips",
     "evaluate_model",
     "evaluate_video_vae",
+    "inference_md",
+    "probe_inference",
+    "InferencePlan",
     "load_vae",
     "point_name",
     "reconstruct",

@@ -8,8 +8,9 @@ halves H, W while ``i < log2 sc``, so time is compressed in the first, widest-re
 
 (CConv = :class:`CausalConv3d`, kernel 3.)
 
-Every level has the same width ``channels``: that keeps the default at a few hundred k parameters, which is
-what 2 CPU cores can train in minutes; the GPU preset gets its capacity from width and depth instead.
+By default every level has the same width ``channels``: that keeps the default at a few hundred k parameters,
+which is what 2 CPU cores can train in minutes. ``level_channels`` narrows the full-resolution levels, where
+nearly all activation memory is at 1024 px (the GPU preset), and keeps the width where the maps are small.
 
 Time rule (``tc = temporal_compression``, ``sc = spatial_compression``):
 
@@ -30,11 +31,13 @@ Time rule (``tc = temporal_compression``, ``sc = spatial_compression``):
 Presets (param counts from :meth:`VideoVAE.param_count`):
 
 - ``VideoVAEConfig()`` — channels 32, latent 4, tc 2, sc 4, blocks 1: 431,755 params, CPU-trainable.
-- ``GPU_PRESET`` — channels 128, latent 16, tc 4, sc 8, blocks 2, gradient checkpointing: 16,420,643 params.
+- ``GPU_PRESET`` — levels 64/128/128 wide, middle 128, latent 16, tc 4, sc 8, blocks 2, gradient checkpointing:
+  13,385,635 params.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -72,6 +75,25 @@ class VideoVAEConfig(Checked):
     spatial_compression: Literal[1, 2, 4, 8, 16] = 4  # sc
     blocks: Annotated[int, Ge(0)] = 1  # residual blocks per level (and in the middle)
     gradient_checkpointing: bool = False  # recompute ResBlocks in backward (training only): less memory
+    # width of each level, encoder order (level 0 at full resolution); () = ``channels`` everywhere. The middle
+    # is always ``channels``. Narrow early levels are where a high resolution's activation memory goes.
+    level_channels: tuple[Annotated[int, Ge(1)], ...] = ()
+    # with gradient_checkpointing: recompute each ResBlock in chunks of this many frames (plus the frames its
+    # causal convs look back on), so backward holds one chunk's inner tensors, not the clip's; exact. null: whole
+    checkpoint_chunk_frames: Annotated[int, Ge(1)] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.level_channels and len(self.level_channels) != len(self.levels):
+            raise ValueError(f"level_channels: one width per level ({len(self.levels)} levels for "
+                             f"temporal_compression={self.temporal_compression}, spatial_compression="
+                             f"{self.spatial_compression}), got {list(self.level_channels)}; or [] for channels "
+                             f"everywhere")
+
+    @property
+    def widths(self) -> list[int]:
+        """Width of each level then of the middle: ``level_channels + [channels]`` (all ``channels`` by default)."""
+        return [*(self.level_channels or [self.channels] * len(self.levels)), self.channels]
 
     @property
     def levels(self) -> list[tuple[int, int]]:
@@ -80,8 +102,12 @@ class VideoVAEConfig(Checked):
         return [(2 if i < lt else 1, 2 if i < ls else 1) for i in range(max(lt, ls))]
 
 
+# Levels 0-2 (full, 1/2, 1/4 resolution) at 64/128/128 wide, the middle at 128: at 1024 px x 49 frames a
+# full-resolution activation is 6.6 GB in bf16 at width 64, so the full-resolution levels decide the memory;
+# ResBlocks and heads recomputed 8 frames at a time (see benchmarks/estimate_vae_memory.py for what each buys).
 GPU_PRESET = VideoVAEConfig(channels=128, latent_channels=16, temporal_compression=4, spatial_compression=8,
-                            blocks=2, gradient_checkpointing=True)
+                            blocks=2, gradient_checkpointing=True, level_channels=(64, 128, 128),
+                            checkpoint_chunk_frames=8)
 
 
 def latent_shape(cfg: VideoVAEConfig, T: int, H: int, W: int) -> tuple[int, int, int, int]:
@@ -100,6 +126,10 @@ class CausalConv3d(nn.Module):
 
     Time is padded by ``kernel_t - 1`` copies of the first frame on the past side only; H and W get
     symmetric zero padding ``k // 2`` (odd spatial kernels).
+
+    Streaming (inference in temporal chunks, see :mod:`lib.models.video_vae_inference`): with ``streaming`` on,
+    the first chunk is padded as above and every later chunk is prefixed by the last ``kernel_t - 1`` frames of
+    the previous chunk's padded input instead, so chunk-by-chunk output equals the output on the whole clip.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int] = 3) -> None:
@@ -109,11 +139,26 @@ class CausalConv3d(nn.Module):
             raise ValueError(f"CausalConv3d: spatial kernel must be odd for symmetric padding, got {(kh, kw)}")
         self.time_pad = kt - 1
         self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), padding=(0, kh // 2, kw // 2))
+        self.streaming = False
+        self._cache: torch.Tensor | None = None  # [B, C_in, time_pad, H, W]: the previous chunk's last frames
+
+    def set_streaming(self, on: bool) -> None:
+        """Switch streaming on or off; either way the cache is dropped, so the next call starts a new clip."""
+        self.streaming, self._cache = on, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C_in, T, H, W] -> [B, C_out, T, H, W]``."""
         if self.time_pad:
-            x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0), mode="replicate")
+            if self.streaming and self._cache is not None:
+                if self._cache.shape[:2] != x.shape[:2] or self._cache.shape[3:] != x.shape[3:]:
+                    raise RuntimeError(f"CausalConv3d: streaming chunk {list(x.shape)} does not continue the "
+                                       f"previous chunk (cache {list(self._cache.shape)}); start a new stream "
+                                       f"for a new clip or tile")
+                x = torch.cat([self._cache, x], dim=2)
+            else:
+                x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0), mode="replicate")
+            if self.streaming:  # padded length >= time_pad, so chunks shorter than time_pad work too
+                self._cache = x[:, :, -self.time_pad:].detach()
         return self.conv(x)
 
 
@@ -146,29 +191,55 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.norm2(h)))
 
 
+def _checkpoint_in_time_chunks(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int,
+                               halo: int) -> torch.Tensor:
+    """``layer(x)`` computed ``chunk`` output frames at a time, each chunk checkpointed on its own.
+
+    For a per-frame (FrameGroupNorm), causal, time-preserving layer (a ResBlock, an output head), output frames
+    ``[t0, t1)`` depend only on input frames ``[t0 - halo, t1)``, ``halo`` being how far its causal convs look
+    back: each chunk runs on that window and keeps frames from ``t0`` on, where the window's own first-frame
+    padding no longer reaches. Each checkpoint keeps a view of ``x``, and the recompute in backward holds one
+    chunk's inner tensors: exact, with a fraction of the transient memory.
+    """
+    outs = []
+    for t0 in range(0, x.shape[2], chunk):
+        start = max(0, t0 - halo)
+        out = checkpoint(layer, x[:, :, start:t0 + chunk], use_reentrant=False)
+        outs.append(out[:, :, t0 - start:])
+    return torch.cat(outs, dim=2)
+
+
 class Down(nn.Module):
     """Strided conv, kernel ``(ft, 3, 3)`` stride ``(ft, fs, fs)``: each output frame sees one aligned frame group.
 
     Needs T divisible by ``ft`` (the encoder pads the clip once, up front) and even H, W when ``fs == 2``.
     """
 
-    def __init__(self, channels: int, ft: int, fs: int) -> None:
+    def __init__(self, channels: int, ft: int, fs: int, out_channels: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels, (ft, 3, 3), stride=(ft, fs, fs), padding=(0, 1, 1))
+        self.conv = nn.Conv3d(channels, out_channels or channels, (ft, 3, 3), stride=(ft, fs, fs), padding=(0, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
 
 class Up(nn.Module):
-    """Nearest up-sampling by ``(ft, fs, fs)`` then a causal conv: frame ``t`` comes from input frame ``t // ft``."""
+    """Nearest up-sampling by ``(ft, fs, fs)`` then a causal conv: frame ``t`` comes from input frame ``t // ft``.
 
-    def __init__(self, channels: int, ft: int, fs: int) -> None:
+    Narrowing to ``out_channels`` happens first, by a 1x1x1 conv at the low resolution, so the up-sampled map (a
+    high-resolution tensor the conv keeps for backward) has the narrow width, not the wide one.
+    """
+
+    def __init__(self, channels: int, ft: int, fs: int, out_channels: int | None = None) -> None:
         super().__init__()
+        out = out_channels or channels
         self.factors = (ft, fs, fs)
-        self.conv = CausalConv3d(channels, channels)
+        self.proj = nn.Conv3d(channels, out, 1) if out != channels else None
+        self.conv = CausalConv3d(out, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.proj is not None:
+            x = self.proj(x)
         return self.conv(F.interpolate(x, scale_factor=self.factors, mode="nearest"))
 
 
@@ -178,11 +249,12 @@ class VideoVAE(nn.Module):
     def __init__(self, config: VideoVAEConfig = VideoVAEConfig()) -> None:
         super().__init__()
         self.config = config
-        c, n = config.channels, config.blocks
+        c, n, w = config.channels, config.blocks, config.widths  # w[i]: level i's width, w[-1] == c (middle)
         levels = config.levels
-        self.enc_in = CausalConv3d(config.in_channels, c)
+        self.enc_in = CausalConv3d(config.in_channels, w[0])
         self.enc_levels = nn.ModuleList(
-            nn.ModuleList([*(ResBlock(c) for _ in range(n)), Down(c, ft, fs)]) for ft, fs in levels)
+            nn.ModuleList([*(ResBlock(w[i]) for _ in range(n)), Down(w[i], ft, fs, w[i + 1])])
+            for i, (ft, fs) in enumerate(levels))
         self.enc_mid = nn.ModuleList(ResBlock(c) for _ in range(n))
         self.enc_norm = FrameGroupNorm(_groups(c), c)
         self.enc_out = CausalConv3d(c, 2 * config.latent_channels)
@@ -190,20 +262,46 @@ class VideoVAE(nn.Module):
         self.dec_in = CausalConv3d(config.latent_channels, c)
         self.dec_mid = nn.ModuleList(ResBlock(c) for _ in range(n))
         self.dec_levels = nn.ModuleList(
-            nn.ModuleList([Up(c, ft, fs), *(ResBlock(c) for _ in range(n))]) for ft, fs in reversed(levels))
-        self.dec_norm = FrameGroupNorm(_groups(c), c)
-        self.dec_out = CausalConv3d(c, config.in_channels)
+            nn.ModuleList([Up(w[i + 1], ft, fs, w[i]), *(ResBlock(w[i]) for _ in range(n))])
+            for i, (ft, fs) in reversed(list(enumerate(levels))))
+        self.dec_norm = FrameGroupNorm(_groups(w[0]), w[0])
+        self.dec_out = CausalConv3d(w[0], config.in_channels)
 
     def param_count(self) -> int:
         """Return the number of parameters (all are trainable)."""
         return sum(p.numel() for p in self.parameters())
 
-    def _run(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Apply ``layer``; ResBlocks are checkpointed when configured and a backward pass will follow."""
+    def _run(self, layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Apply ``layer``, checkpointed when configured and a backward pass will follow.
+
+        Checkpointed: ResBlocks, Up and the output heads, each a segment whose inner tensors are larger than its
+        input (Up keeps its up-sampled map, a head its norm and SiLU outputs in fp32 under autocast), so only the
+        input is kept. Down and the input conv are not: a one-conv segment would keep the same input anyway.
+        """
         if (self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
-                and isinstance(layer, ResBlock)):
+                and not isinstance(layer, Down)):
+            chunk, halo = self.config.checkpoint_chunk_frames, self._look_back(layer)
+            if halo is not None and chunk is not None and x.shape[2] > chunk:
+                return _checkpoint_in_time_chunks(layer, x, chunk, halo)
             return checkpoint(layer, x, use_reentrant=False)
         return layer(x)
+
+    def _look_back(self, layer: Callable[[torch.Tensor], torch.Tensor]) -> int | None:
+        """Frames before its first output frame that a per-frame, causal, time-preserving ``layer`` reads (a
+        ResBlock: its two convs'; an output head: its conv's); None for a layer that changes the frame count."""
+        if isinstance(layer, ResBlock):
+            return layer.conv1.time_pad + layer.conv2.time_pad
+        if layer == self._enc_head:
+            return self.enc_out.time_pad
+        if layer == self._dec_head:
+            return self.dec_out.time_pad
+        return None
+
+    def _enc_head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.enc_out(F.silu(self.enc_norm(h)))
+
+    def _dec_head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dec_out(F.silu(self.dec_norm(h)))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(mean, logvar)``, each ``[B, latent_channels, ceil(T/tc), H/sc, W/sc]``; logvar is clamped.
@@ -224,7 +322,7 @@ class VideoVAE(nn.Module):
                 h = self._run(layer, h)
         for block in self.enc_mid:
             h = self._run(block, h)
-        moments = self.enc_out(F.silu(self.enc_norm(h)))
+        moments = self._run(self._enc_head, h)
         mean, logvar = moments.chunk(2, dim=1)
         return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
@@ -249,15 +347,20 @@ class VideoVAE(nn.Module):
         for level in self.dec_levels:
             for layer in level:
                 h = self._run(layer, h)
-        x_hat = self.dec_out(F.silu(self.dec_norm(h)))
+        x_hat = self._run(self._dec_head, h)
         return x_hat if num_frames is None else x_hat[:, :, :num_frames]
 
-    def forward(self, x: torch.Tensor, sample: bool = True,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,
+                eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(x_hat, mean, logvar)``; ``x_hat`` has ``x``'s shape for any T >= 1.
 
-        ``sample=True`` decodes ``mean + exp(logvar/2) * eps`` (training); ``sample=False`` decodes the mean.
+        ``sample=True`` decodes ``mean + exp(logvar/2) * eps`` (training), with ``eps`` drawn from ``generator``
+        or given (the slice of a whole batch's noise, so a micro-batch sees what it would in the batch);
+        ``sample=False`` decodes the mean.
         """
         mean, logvar = self.encode(x)
-        z = reparameterize(mean, logvar, generator) if sample else mean
+        if sample and eps is not None:
+            z = mean + torch.exp(0.5 * logvar) * eps.to(mean.dtype)
+        else:
+            z = reparameterize(mean, logvar, generator) if sample else mean
         return self.decode(z, num_frames=x.shape[2]), mean, logvar

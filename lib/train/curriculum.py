@@ -122,12 +122,18 @@ class PhaseConfig(Checked):
     min_delta: MinDelta = 0.0
     monitor: str = "train/loss"  # transition "plateau": the metric key (e.g. "val/loss")
     mode: Mode = "min"
+    # the step splits each batch into micro-batches of this size and accumulates their gradients: the same
+    # update (float noise aside) with 1/(batch_size/micro_batch) of the activation memory. null: batch_size
+    micro_batch: Annotated[int, Ge(1)] | None = None
 
     def __post_init__(self) -> None:
         try:
             super().__post_init__()
         except ValueError as err:
             raise ValueError(f"phase {self.name!r}: {err}") from None
+        if self.micro_batch is not None and self.batch_size % self.micro_batch:
+            raise ValueError(f"phase {self.name!r}: micro_batch: {self.micro_batch} does not divide batch_size="
+                             f"{self.batch_size}; use a divisor (e.g. 1) or null")
         if self.warmup_steps > self.steps:
             raise ValueError(f"phase {self.name!r}: warmup_steps: must be an integer in [0, steps={self.steps}], "
                              f"got {self.warmup_steps!r}; lower it or raise steps")
@@ -175,9 +181,11 @@ CPU_DEFAULT = CurriculumConfig()
 
 GPU_PRESET = CurriculumConfig(phases=(
     PhaseConfig("256px", resolution=256, frames=8, batch_size=16, lr=2e-4, steps=20_000, warmup_steps=1_000),
-    PhaseConfig("512px", resolution=512, frames=16, batch_size=8, lr=1e-4, steps=10_000, warmup_steps=500),
-    PhaseConfig("1024px", resolution=1024, frames=49, batch_size=4, lr=5e-5, steps=5_000, warmup_steps=500),
-), gradient_checkpointing=True)  # 1024 px x 49 frames does not fit activations without it
+    PhaseConfig("512px", resolution=512, frames=16, batch_size=8, lr=1e-4, steps=10_000, warmup_steps=500,
+                micro_batch=4),
+    PhaseConfig("1024px", resolution=1024, frames=49, batch_size=4, lr=5e-5, steps=5_000, warmup_steps=500,
+                micro_batch=1),
+), gradient_checkpointing=True)  # peaks: benchmarks/estimate_vae_memory.py (CPU), bench_vae_gpu.py (GPU)
 
 
 # ----------------------------------------------------------------------------- scheduler

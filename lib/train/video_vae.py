@@ -29,6 +29,7 @@ Everything plugs into the one loop (:class:`lib.train.loop.Trainer`):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from lib.config import Checked, ConfigError, from_dict
 from lib.data.clips import ClipSpec
 from lib.data.video_dataset import BucketBatchSampler, SSv2ClipDataset, VideoLoaderConfig, iterate_steps
 from lib.losses.vae import VideoVAELoss, VideoVAELossWeights, kl_divergence, reduce_kl
-from lib.models.video_vae import VideoVAE, VideoVAEConfig
+from lib.models.video_vae import VideoVAE, VideoVAEConfig, latent_shape
 from lib.train.config import TrainConfig, flatten_section, section_parts
 from lib.train.curriculum import CurriculumConfig, CurriculumScheduler, EarlyStopping, MinDelta, Mode, PhaseConfig
 from lib.train.fingerprint import manifest_content
@@ -54,7 +55,7 @@ from lib.train.loop import StepFn, Trainer, ValidateFn
 MODEL = "vae"  # the Trainer's model name: weights land in <out_dir>/final/raw/vae.safetensors
 # Keys a curriculum's phases set: giving them at the top level as well would be silently ignored.
 _PHASE_OWNED = {"batch_size": "batch_size", "resolution": "resolution", "clip_frames": "frames",
-                "warmup_steps": "warmup_steps"}
+                "warmup_steps": "warmup_steps", "micro_batch": "micro_batch"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class VideoVAETrainConfig(Checked):
     clip_stride: Annotated[int, Ge(1)] = 2
     val_clips: Annotated[int, Ge(1)] = 4
     val_every: Annotated[int, Ge(1), Doc("null: log_every")] | None = None
+    # split each batch into micro-batches of this size inside the step (PhaseConfig.micro_batch); null: batch_size
+    micro_batch: Annotated[int, Ge(1)] | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     curriculum: CurriculumConfig | None = None
 
@@ -118,6 +121,12 @@ class VideoVAETrainConfig(Checked):
     def points(self) -> list[tuple[int, int]]:
         """``(resolution, frames)`` of every phase, or ``[(resolution, clip_frames)]`` without a curriculum."""
         return [(p.resolution, p.frames) for p in self.phases()] or [(self.resolution, self.clip_frames)]
+
+    def micro_batch_of(self, phase: PhaseConfig | None) -> int:
+        """Samples per forward pass in ``phase`` (or the single-resolution run): its micro_batch or batch_size."""
+        if phase is not None:
+            return phase.micro_batch or phase.batch_size
+        return self.micro_batch or self.train.batch_size
 
     def model_config(self) -> VideoVAEConfig:
         """The model config, with gradient checkpointing on when the curriculum asks for it."""
@@ -143,7 +152,11 @@ def from_section(section: Mapping[str, Any] | None, where: str = "train_video_va
         train_section.setdefault("steps", curriculum.max_steps)
         train_section["warmup_steps"] = 0  # unused with a curriculum (each phase warms up); keeps steps free
     train = from_dict(TrainConfig, train_section, where)
-    return dataclasses.replace(from_dict(VideoVAETrainConfig, own_section, where), train=train)
+    cfg = dataclasses.replace(from_dict(VideoVAETrainConfig, own_section, where), train=train)
+    if cfg.micro_batch is not None and train.batch_size % cfg.micro_batch:
+        raise ConfigError(f"{where}.micro_batch: {cfg.micro_batch} does not divide batch_size={train.batch_size}; "
+                          f"use a divisor (e.g. 1) or null")
+    return cfg
 
 
 def to_section(cfg: VideoVAETrainConfig) -> dict[str, Any]:
@@ -246,7 +259,7 @@ def make_data_fn(cfg: VideoVAETrainConfig, manifest: str | Path, stable: Mapping
             generator = torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, phase_index, index))
             video = square_resize_crop(batch["video"], resolution, generator)
             noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            yield {"video": video, "noise_seed": noise_seed}
+            yield {"video": video, "noise_seed": noise_seed, "micro_batch": cfg.micro_batch_of(phase)}
 
     if cfg.curriculum is None:
         def data(start_step: int) -> Iterator[dict[str, Any]]:
@@ -281,13 +294,34 @@ def _noise(seed: int, device: torch.device) -> torch.Generator:
 
 
 def make_step_fn(loss_fn: VideoVAELoss) -> StepFn:
-    """Return ``step_fn``: sampled-latent forward, :class:`VideoVAELoss`, backward, optimiser step."""
+    """Return ``step_fn``: sampled-latent forward, :class:`VideoVAELoss`, backward, optimiser step.
+
+    A batch of ``B`` clips runs as micro-batches of ``batch["micro_batch"]`` (default ``B``): each one's loss is
+    weighted by its share of the batch and backpropagated at once, freeing its activations, and the latent noise
+    is drawn for the whole batch first and sliced, so the update equals the whole batch's (every loss term is a
+    mean over samples of equal size) up to float summation order.
+    """
 
     def step_fn(trainer: Trainer, batch: Mapping[str, Any], step: int) -> dict[str, float]:
         x = batch["video"]
-        x_hat, mean, logvar = trainer.models[MODEL](x, sample=True, generator=_noise(batch["noise_seed"], x.device))
-        loss, stats = loss_fn(x, x_hat, mean, logvar, step)
-        trainer.backward(loss, "train/loss")
+        B = len(x)
+        micro = min(int(batch.get("micro_batch") or B), B)
+        model = trainer.models[MODEL]
+        cfg = trainer.unwrap(MODEL).config
+        eps = torch.randn((B, *latent_shape(cfg, *x.shape[2:])), generator=_noise(batch["noise_seed"], x.device),
+                          device=x.device)  # what reparameterize draws for the whole batch
+        stats: dict[str, float] = {}
+        starts = range(0, B, micro)
+        for k, i in enumerate(starts):
+            xs, share = x[i:i + micro], min(micro, B - i) / B
+            last = k == len(starts) - 1
+            sync = contextlib.nullcontext() if last else trainer.accelerator.no_sync(model)
+            with sync:  # under DDP, gradients are all-reduced once per batch, after its last micro-batch
+                x_hat, mean, logvar = model(xs, sample=True, eps=eps[i:i + micro])
+                loss, part = loss_fn(xs, x_hat, mean, logvar, step)
+                trainer.backward(loss * share, "train/loss")
+            for key, value in part.items():
+                stats[key] = stats.get(key, 0.0) + value * share
         trainer.optimizer_step(MODEL)
         return {f"train/{k.split('/', 1)[1]}": v for k, v in stats.items()}
 
@@ -296,7 +330,7 @@ def make_step_fn(loss_fn: VideoVAELoss) -> StepFn:
 
 def make_validate_fn(cfg: VideoVAETrainConfig, manifest: str | Path, loss_fn: VideoVAELoss) -> ValidateFn:
     """Return ``validate_fn(trainer, step)`` on the first ``val_clips`` validation clips at the current phase's
-    resolution and frames (clips are decoded once per size and kept), in batches of the training batch size
+    resolution and frames (clips are decoded once per size and kept), in batches of the training micro-batch
     (what fits in memory for training fits without gradients)."""
     cache: dict[tuple[int, int], torch.Tensor] = {}
     kl_step = loss_fn.weights.kl_warmup_steps  # the KL weight after warm-up: val/loss comparable across steps
@@ -308,7 +342,7 @@ def make_validate_fn(cfg: VideoVAETrainConfig, manifest: str | Path, loss_fn: Vi
             cache[key] = validation_clips(manifest, key[0], key[1], cfg.clip_stride, cfg.val_clips,
                                           seed=cfg.train.seed)
         clips, model = cache[key], trainer.unwrap(MODEL)
-        batch_size = phase.batch_size if phase is not None else cfg.train.batch_size
+        batch_size = cfg.micro_batch_of(phase)  # what one training forward holds fits without gradients
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "psnr": 0.0}
         for i in range(0, len(clips), batch_size):
             x = clips[i:i + batch_size].to(trainer.accelerator.device)

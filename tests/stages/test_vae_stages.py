@@ -4,8 +4,10 @@ import json
 import math
 
 import pandas as pd
+import pytest
 import yaml
 
+from lib.config import ConfigError
 from lib.eval.video_vae import evaluate_video_vae
 from lib.video.encode import EncodeSettings, write_video
 from tests.helpers.ssv2_data import moving_frames
@@ -42,7 +44,8 @@ def params():
                                   "steps": 2, "warmup_steps": 1},
                                  {"name": "high", "resolution": 16, "frames": 4, "batch_size": 2, "lr": 0.002,
                                   "steps": 2, "warmup_steps": 1}]}},
-        "eval_vae": {"report_dir": "reports/eval_vae", "clips": 2, "strip_clips": 2, "batch_size": 2},
+        "eval_vae": {"report_dir": "reports/eval_vae", "clips": 2, "strip_clips": 2, "batch_size": 2,
+                     "chunk_frames": 2},  # tile: null scores whole frames and probes tiles of half the side
     }
 
 
@@ -84,6 +87,19 @@ def test_train_both_then_evaluate(tmp_path, monkeypatch):
         assert metrics[stage]["8px_2f"]["vae"]["ssim"] is None  # frames under 11 px: no SSIM window
         assert 0 < metrics[stage]["16px_4f"]["vae"]["ssim"] <= 1
     assert "### train_curriculum" in markdown and "| 16 px, 4 f |" in markdown
+    # the largest point ran in temporal chunks (exact); tiles of half its side were probed, their cost measured
+    for stage in ("train_video_vae", "train_curriculum"):
+        probe = metrics[stage]["16px_4f"]["inference"]
+        assert probe["chunk_frames"] == 2 and probe["chunked_max_abs_vs_whole"] < 1e-5
+        tiled = probe["tiled"]
+        assert (tiled["tile"], tiled["overlap"]) == (8, 4) and tiled["all_mean_abs"] > 0
+        assert math.isfinite(tiled["psnr_tiled"]) and "inference" not in metrics[stage]["8px_2f"]
+    assert "temporal chunks of 2 frames" in markdown and "Spatial tiles of 8 px overlapping by 4 px" in markdown
+    bad = params()
+    bad["eval_vae"]["chunk_frames"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="eval_vae.chunk_frames: 3 is not a multiple of"):
+        evaluate_video_vae("params.yaml", tmp_path / "reports/eval_vae")
 
 
 def test_curriculum_section_rejects_a_top_level_batch_size(tmp_path):

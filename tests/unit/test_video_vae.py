@@ -1,6 +1,7 @@
 """lib.models.video_vae: shapes and the time rule, causality, reparameterisation, checkpointing, training works."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -145,16 +146,86 @@ def test_gradient_checkpointing_matches_plain_backward(monkeypatch):
         x_hat, mean, logvar = model(x, generator=torch.Generator().manual_seed(0))
         ((x_hat - x).abs().mean() + mean.square().mean() + logvar.exp().mean()).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-    # blocks=2 at each of: 2 encoder levels, encoder middle, decoder middle, 2 decoder levels
-    assert len(calls) == 2 * 6 == sum(isinstance(m, video_vae.ResBlock) for m in ckpt.modules())
+    # ResBlocks (blocks=2 at each of: 2 encoder levels, encoder middle, decoder middle, 2 decoder levels), the 2
+    # Up layers and the 2 output heads; not the Down convs
+    assert sum(isinstance(m, video_vae.ResBlock) for m in ckpt.modules()) == 2 * 6
+    assert len(calls) == 2 * 6 + 2 + 2
     for g_plain, g_ckpt in zip(*grads, strict=False):
         torch.testing.assert_close(g_ckpt, g_plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 16])
+def test_checkpointing_in_time_chunks_gives_the_plain_gradient(chunk):
+    """ResBlocks and heads recomputed a few frames at a time (each chunk reads the frames its causal convs look
+    back on): the same outputs and gradients as without checkpointing, for chunks shorter than that look-back too."""
+    cfg = VideoVAEConfig(channels=8, latent_channels=4, temporal_compression=2, spatial_compression=2, blocks=2,
+                         level_channels=(4,))
+    plain = VideoVAE(cfg).train()
+    chunked = VideoVAE(dataclasses.replace(cfg, gradient_checkpointing=True, checkpoint_chunk_frames=chunk)).train()
+    chunked.load_state_dict(plain.state_dict())
+    x = _video(2, 3, 7, 8, 8)
+    outs, grads = [], []
+    for model in (plain, chunked):
+        x_hat, mean, logvar = model(x, generator=torch.Generator().manual_seed(0))
+        ((x_hat - x).abs().mean() + mean.square().mean() + logvar.exp().mean()).backward()
+        outs.append(x_hat.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    for g_plain, g_chunked in zip(*grads, strict=True):
+        torch.testing.assert_close(g_chunked, g_plain, rtol=1e-5, atol=1e-6)
+
+
+def test_time_chunks_lower_the_estimated_peak_memory_of_a_step():
+    """benchmarks/estimate_vae_memory.py's estimate (fake tensors, no data): each saving lowers the peak."""
+    from benchmarks.estimate_vae_memory import estimate_peak_gib
+
+    cfg = VideoVAEConfig(channels=16, latent_channels=4, temporal_compression=2, spatial_compression=4, blocks=2,
+                         gradient_checkpointing=True)
+    blocks_only = estimate_peak_gib(cfg, 1, 16, 64, blocks_only=True)
+    wider_scope = estimate_peak_gib(cfg, 1, 16, 64)
+    chunked = estimate_peak_gib(dataclasses.replace(cfg, checkpoint_chunk_frames=4), 1, 16, 64)
+    plain = estimate_peak_gib(dataclasses.replace(cfg, gradient_checkpointing=False), 1, 16, 64)
+    assert chunked < wider_scope < blocks_only < plain, (chunked, wider_scope, blocks_only, plain)
 
 
 def test_presets():
     assert 200_000 < VideoVAE(VideoVAEConfig()).param_count() < 1_000_000  # CPU-trainable default
     assert 10_000_000 < VideoVAE(GPU_PRESET).param_count() < 30_000_000
     assert latent_shape(GPU_PRESET, 17, 256, 128) == (16, 5, 32, 16)  # ceil(17 / 4) = 5 latent frames
+
+
+def test_level_channels_set_each_level_width_and_keep_shapes():
+    cfg = VideoVAEConfig(channels=16, latent_channels=4, temporal_compression=2, spatial_compression=4, blocks=1,
+                         level_channels=(4, 8))
+    model = VideoVAE(cfg)
+    assert cfg.widths == [4, 8, 16]
+    assert model.enc_in.conv.out_channels == 4 and model.dec_out.conv.in_channels == 4
+    assert [lvl[-1].conv.out_channels for lvl in model.enc_levels] == [8, 16]  # Down widens into the next level
+    assert [lvl[0].conv.conv.out_channels for lvl in model.dec_levels] == [8, 4]  # Up narrows, decoder order
+    x = _video(2, 3, 5, 16, 16)
+    x_hat, mean, _ = model(x, sample=False)
+    assert x_hat.shape == x.shape and mean.shape == (2, 4, 3, 4, 4)
+    narrow = VideoVAE(cfg).param_count()
+    assert narrow < VideoVAE(VideoVAEConfig(channels=16, latent_channels=4, temporal_compression=2,
+                                            spatial_compression=4, blocks=1)).param_count()
+    with pytest.raises(ValueError, match="level_channels: one width per level"):
+        VideoVAEConfig(temporal_compression=2, spatial_compression=4, level_channels=(4, 8, 16))
+
+
+def test_the_gpu_curriculum_builds_as_a_train_curriculum_section(tmp_path):
+    """Every phase of the GPU curriculum with the GPU preset is a valid section, with micro-batches that divide
+    the phase's batch (what benchmarks/bench_vae_gpu.py and a `dvc exp run` with the preset build)."""
+    import dataclasses
+
+    from lib.train.curriculum import GPU_PRESET as GPU_CURRICULUM
+    from lib.train.video_vae import from_section
+
+    model = {**dataclasses.asdict(GPU_PRESET), "level_channels": list(GPU_PRESET.level_channels)}
+    phases = [dataclasses.asdict(p) for p in GPU_CURRICULUM.phases]
+    cfg = from_section({"out_dir": str(tmp_path), "model": model,
+                        "curriculum": {"phases": phases, "gradient_checkpointing": True}}, "train_curriculum")
+    assert cfg.model == GPU_PRESET and cfg.curriculum == GPU_CURRICULUM
+    assert [cfg.micro_batch_of(p) for p in cfg.curriculum.phases] == [16, 4, 1]
 
 
 def test_training_lowers_video_vae_loss():

@@ -1,6 +1,8 @@
 """lib.train.video_vae: per-phase data shapes and square crops, exact resume mid-phase through a curriculum,
 training lowers the validation loss, and config errors that name the key and the fix."""
+import contextlib
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -10,9 +12,11 @@ from lib.config import ConfigError
 from lib.losses.vae import VideoVAELoss
 from lib.models.vgg import PerceptualWeightsMissing
 from lib.train.video_vae import (
+    build_model,
     center_square_resize,
     from_section,
     make_data_fn,
+    make_step_fn,
     make_trainer,
     make_validate_fn,
     micro_batch_seed,
@@ -110,6 +114,57 @@ def test_resume_mid_phase_through_the_curriculum_is_exact(manifest, tmp_path):
     ref = final_weights(tmp_path / "whole")["raw/vae"]
     got = final_weights(tmp_path / "killed")["raw/vae"]
     assert set(ref) == set(got) and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+class _StubTrainer:
+    """What make_step_fn's step touches of a Trainer: one model, backward, a no-op optimiser step."""
+
+    def __init__(self, model):
+        self.models = {"vae": model}
+        self.accelerator = SimpleNamespace(no_sync=lambda m: contextlib.nullcontext())
+
+    def unwrap(self, name):
+        return self.models[name]
+
+    def backward(self, loss, name):
+        loss.backward()
+
+    def optimizer_step(self, name):
+        pass
+
+
+def test_micro_batches_give_the_whole_batch_gradient(manifest, tmp_path):
+    """batch 4 as micro-batches of 2 or 1: the same gradient and logged loss as one forward of 4 (float noise
+    aside), while each forward holds a fraction of the activations."""
+    cfg = from_section(section(tmp_path / "run", batch_size=4))
+    batch = next(iter(make_data_fn(cfg, manifest)(0)))
+    grads, logged = {}, {}
+    for micro in (4, 2, 1):
+        model = build_model(cfg)
+        step = make_step_fn(VideoVAELoss(cfg.loss))
+        logged[micro] = step(_StubTrainer(model), {**batch, "micro_batch": micro}, 0)
+        grads[micro] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for micro in (2, 1):
+        for name, ref in grads[4].items():
+            assert torch.allclose(grads[micro][name], ref, rtol=1e-4, atol=1e-6), (micro, name)
+        assert logged[micro]["train/loss"] == pytest.approx(logged[4]["train/loss"], rel=1e-5)
+    assert any(float(g.abs().max()) > 1e-3 for g in grads[4].values())  # a real gradient, not zeros
+
+
+def test_micro_batch_is_set_per_phase_and_must_divide_the_batch(manifest, tmp_path):
+    phases = [{**PHASES[0], "batch_size": 4, "micro_batch": 2}, {**PHASES[1], "batch_size": 4, "micro_batch": 1}]
+    cfg = from_section(curriculum_section(tmp_path / "run", curriculum={"phases": phases}))
+    assert [cfg.micro_batch_of(p) for p in cfg.curriculum.phases] == [2, 1]
+    data = make_data_fn(cfg, manifest)
+    first = next(iter(data(0, cfg.curriculum.phases[0])))
+    assert first["video"].shape[0] == 4 and first["micro_batch"] == 2  # the loader still reads whole batches
+    trainer = make_trainer(cfg, manifest)
+    trainer.run(progress=False)
+    assert trainer.state.step == 6 and math.isfinite(trainer.state.metrics["train/loss"])
+    with pytest.raises(ValueError, match="micro_batch: 3 does not divide batch_size=4"):
+        from_section(curriculum_section(tmp_path / "bad", curriculum={"phases": [{**phases[0], "micro_batch": 3}]}))
+    with pytest.raises(ConfigError, match="micro_batch"):
+        from_section(section(tmp_path / "bad2", batch_size=4, micro_batch=3))
 
 
 def test_a_few_steps_lower_the_validation_loss(manifest, tmp_path):
