@@ -4,7 +4,8 @@ feature matching + L1, D frozen), grad clipping, two Adam steps, EMA of G.
 
     python benchmarks/bench_apt_step_gpu.py [--batch 2] [--frames 16] [--hq 256] [--steps 24] [--warmup 8]
 
-Each variant (fp32 eager; bf16; bf16 + channels_last_3d; bf16 + channels_last_3d + torch.compile) runs in
+Each variant (fp32 eager; bf16; bf16 + channels_last_3d; bf16 + channels_last_3d + torch.compile; the same with
+the rpgan_r1r2 loss, whose approximate R1/R2 let the compiled D serve every term) runs in
 its own process (accelerate's precision is process-wide) on random LQ/HQ tensors already on the GPU, so the
 figure is the step, not the loader. Time per step = wall time from the start of step ``warmup`` to the start of
 step ``warmup + steps`` (``--steps`` a multiple of r1_every), so EMA, clipping, optimiser and logging count and
@@ -35,6 +36,11 @@ VARIANTS = {
     "bf16 eager": {"mixed_precision": "bf16"},
     "bf16 + channels_last_3d": {"mixed_precision": "bf16", "channels_last": True},
     "bf16 + channels_last_3d + compile": {"mixed_precision": "bf16", "channels_last": True, "compile": True},
+    # SeedVR2's loss: approximate R1/R2 need no double backward, so the compiled D serves every term
+    "rpgan_r1r2, bf16 + channels_last_3d + compile": {"mixed_precision": "bf16", "channels_last": True,
+                                                      "compile": True, "loss": {"kind": "rpgan_r1r2", "r1": 1000.0,
+                                                                                "r2": 1000.0, "fm": 0.1,
+                                                                                "recon": 0.1}},
 }
 
 
@@ -44,7 +50,7 @@ def section(args, out_dir: str, **variant) -> dict:
     return {"steps": args.warmup + args.steps + 1, "batch_size": args.batch, "warmup_steps": 0, "tracker": "none",
             "checkpoint_every": 10_000, "log_every": 4, "out_dir": out_dir, "model": model, "disc": "patch",
             "disc_channels": args.disc_channels, "loss": {"recon": 1.0}, "degrade": {"scale": GPU_PRESET.scale},
-            "crop": args.hq, "clip_frames": args.frames, **variant}
+            "crop": args.hq, "clip_frames": args.frames, **variant}  # a variant's "loss" replaces the default
 
 
 def random_data(cfg, batch: int, frames: int, hq: int):
@@ -93,26 +99,35 @@ def run_variant(args, name: str) -> dict:
             "first_steps_s": stamps[args.warmup] - stamps[0]}
 
 
-def count_flops(args) -> float:
-    """FLOPs of one step WITHOUT R1 (eager fp32): a lower bound for the mean step.
+def count_flops(args, variant: str) -> tuple[float, bool]:
+    """Mean FLOPs of one step of ``variant``'s loss (eager fp32), and whether that is exact.
 
-    FlopCounterMode's module tracking cannot run inside R1's ``autograd.grad(create_graph=True)`` (torch 2.11:
-    "A leaf node was passed to _will_engine_execute_node"), so the one-in-r1_every R1 step's extra work is not
-    counted and TFLOP/s figures computed from this are an underestimate.
+    rpgan_r1r2: exact, the penalty step and a plain step counted and weighted by ``r1_every``. ns_r1: the step
+    WITHOUT R1, a lower bound: FlopCounterMode's module tracking cannot run inside R1's
+    ``autograd.grad(create_graph=True)`` (torch 2.11: "A leaf node was passed to _will_engine_execute_node").
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = from_section(section(args, tempfile.mkdtemp()))
+    overrides = {k: v for k, v in VARIANTS[variant].items() if k == "loss"}
+    cfg = from_section(section(args, tempfile.mkdtemp(), **overrides))
     models = {k: m.cuda() for k, m in build_models(cfg).items()}
     loss = APTLoss(cfg.loss)
     batch = next(random_data(cfg, args.batch, args.frames, args.hq)(0))
-    counter = FlopCounterMode(display=False)
-    with counter:
-        with torch.no_grad():
-            fake = models["G"](batch["lq"])
-        loss.discriminator_step(models["D"], batch["hq"], fake, step=1)[0].backward()  # step 1: no R1
-        loss.generator_step(models["G"], models["D"], batch["lq"], batch["hq"])[0].backward()
-    return counter.get_total_flops()
+
+    def one_step(step: int) -> float:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            with torch.no_grad():
+                fake = models["G"](batch["lq"])
+            loss.discriminator_step(models["D"], batch["hq"], fake, step=step)[0].backward()
+            loss.generator_step(models["G"], models["D"], batch["lq"], batch["hq"])[0].backward()
+        return float(counter.get_total_flops())
+
+    plain = one_step(1)  # step 1: no penalty
+    if loss.needs_double_backward:
+        return plain, False
+    every = cfg.loss.r1_every
+    return (one_step(0) + (every - 1) * plain) / every, True
 
 
 def main() -> None:
@@ -123,6 +138,8 @@ def main() -> None:
     ap.add_argument("--disc-channels", type=int, default=64)
     ap.add_argument("--steps", type=int, default=24, help="timed steps (a multiple of loss.r1_every=4)")
     ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--json", type=Path, help="merge the figures into this JSON under 'step' "
+                    "(reports/benchmarks/apt_gpu.json)")
     ap.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     ap.add_argument("--profile", action="store_true",
                     help="with --variant NAME: print torch.profiler's top ops (by CUDA time) over 4 steps")
@@ -140,7 +157,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; G {cfg.model} + PatchDiscriminator3D"
           f"(channels={cfg.disc_channels}); loss {cfg.loss}; batch {args.batch} x {args.frames} frames, "
           f"LQ {cfg.lq_size}^2 -> HQ {args.hq}^2", flush=True)
-    flops = count_flops(args)
+    flops = {name: count_flops(args, name) for name in VARIANTS}
     rows = []
     for name in VARIANTS:
         cmd = [sys.executable, __file__, "--variant", name, *sys.argv[1:]]
@@ -152,21 +169,32 @@ def main() -> None:
         else:
             rows.append(json.loads(result[0][len("RESULT "):]))
             print(f"{name}: {rows[-1]['sec'] * 1e3:.1f} ms/step", flush=True)
-    base = rows[0]["sec"]
-    print(f"\n{'variant':36} {'ms/step':>8} {'samples/s':>10} {'peak GiB':>9} {'speed-up':>9} {'TFLOP/s':>8} "
-          f"{'warm-up s':>9}")
-    for r in rows:
-        print(f"{r['variant']:36} {r['sec'] * 1e3:8.1f} {args.batch / r['sec']:10.2f} {r['peak_gib']:9.2f} "
-              f"{base / r['sec']:9.2f} {flops / r['sec'] / 1e12:8.1f} {r['first_steps_s']:9.1f}")
-    print(f"step FLOPs without R1 (TFLOP/s above are lower bounds): {flops:.3e}")
     from benchmarks.bench_apt_gpu import conv_ceiling
 
     trunk = (args.batch, cfg.model.channels, args.frames, cfg.lq_size, cfg.lq_size)
     ceiling = conv_ceiling(cfg.model.channels, trunk, torch.bfloat16, True, 20)
-    best = min((r for r in rows if r["sec"] == r["sec"]), key=lambda r: r["sec"])
-    print(f"conv3d 3x3x3 fwd+bwd bf16 channels_last_3d ceiling at G's trunk {list(trunk)}: {ceiling:.1f} TFLOP/s; "
-          f"best '{best['variant']}': {flops / best['sec'] / 1e12:.1f} TFLOP/s = "
-          f"{100 * flops / best['sec'] / 1e12 / ceiling:.0f}% of it")
+    base = rows[0]["sec"]
+    print(f"\n{'variant':48} {'ms/step':>8} {'samples/s':>10} {'peak GiB':>9} {'speed-up':>9} {'TFLOP/s':>8} "
+          f"{'% ceil':>7} {'warm-up s':>9}")
+    step = {}
+    for r in rows:
+        f, exact = flops[r["variant"]]
+        tflops = f / r["sec"] / 1e12
+        step[r["variant"]] = {"samples_per_s": args.batch / r["sec"], "tflops": tflops, "tflops_exact": exact,
+                              "ceiling_tflops": ceiling, "peak_gib": r["peak_gib"], "ms_per_step": r["sec"] * 1e3}
+        print(f"{r['variant']:48} {r['sec'] * 1e3:8.1f} {args.batch / r['sec']:10.2f} {r['peak_gib']:9.2f} "
+              f"{base / r['sec']:9.2f} {tflops:8.1f}{'' if exact else '+'} {100 * tflops / ceiling:6.0f}% "
+              f"{r['first_steps_s']:9.1f}")
+    print(f"+: ns_r1 FLOPs without R1's double backward, a lower bound. conv3d 3x3x3 fwd+bwd bf16 channels_last_3d "
+          f"ceiling at G's trunk {list(trunk)}: {ceiling:.1f} TFLOP/s")
+    if args.json:
+        report = json.loads(args.json.read_text()) if args.json.is_file() else {}
+        report.update({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "date": __import__("datetime").date.today().isoformat(),
+                       "command": "python " + " ".join(sys.argv), "step": step})
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"wrote the step figures to {args.json} (key 'step'; other keys kept)")
 
 
 if __name__ == "__main__":

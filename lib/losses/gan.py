@@ -1,9 +1,16 @@
 """GAN losses for adversarial post-training (APT) of a one-step video SR generator.
 
-Pure functions (non-saturating logistic loss, feature matching, R1) plus :class:`APTLoss`, which runs the
-named phases in the stylegan2-ada style: ``generator_step`` and ``discriminator_step`` each return
-``(loss, stats)``; the caller does backward / step (``accelerator.backward(loss)``), so there is one
-training loop and it lives in ``lib/train``.
+Pure functions (non-saturating logistic loss, relativistic pairing loss, feature matching, exact R1 and the
+approximate R1/R2 of SeedVR2) plus :class:`APTLoss`, which runs the named phases in the stylegan2-ada style:
+``generator_step`` and ``discriminator_step`` each return ``(loss, stats)``; the caller does backward / step
+(``accelerator.backward(loss)``), so there is one training loop and it lives in ``lib/train``.
+
+Two loss kinds (``GANLossWeights.kind``):
+
+- ``ns_r1``: non-saturating logistic loss with lazy exact R1 (stylegan2-ada; needs a double backward);
+- ``rpgan_r1r2``: the relativistic pairing loss RpGAN (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024) with
+  SeedVR2's approximate R1 and R2 (Wang et al. 2025, §3): ``||D(x) - D(x + σε)||²`` on reals and on fakes, a
+  finite difference that needs no double backward, so a compiled D serves every term.
 
 A discriminator here is any module ``D(x) -> (logits, features)`` (see ``lib.models.discriminators``);
 a generator is ``G(lq) -> hq`` or ``G(lq, text) -> hq`` (see ``lib.models.video_sr``).
@@ -13,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge
+from annotated_types import Ge, Gt
 from torch import nn
 
 from lib.config import Checked
@@ -69,6 +76,43 @@ def r1_penalty(discriminator: nn.Module, real: torch.Tensor, **kwargs) -> torch.
     return grad.square().flatten(1).sum(1).mean()
 
 
+def generator_rpgan(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Return the RpGAN generator loss ``mean(softplus(D(x) - D(G(z))))``: each fake against its paired real.
+
+    Logits pair element by element (the same sample and patch: LQ/HQ clips are aligned), so the shapes must match.
+    """
+    _check_paired(real_logits, fake_logits)
+    return F.softplus(real_logits - fake_logits).mean()
+
+
+def discriminator_rpgan(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Return the RpGAN discriminator loss ``mean(softplus(D(G(z)) - D(x))) = mean(-log sigmoid(D(x) - D(G(z))))``."""
+    _check_paired(real_logits, fake_logits)
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def _check_paired(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+    if real_logits.shape != fake_logits.shape:
+        raise ValueError(f"RpGAN pairs each fake with its real: logits {list(real_logits.shape)} (real) and "
+                         f"{list(fake_logits.shape)} (fake) must have one shape; give D equal real and fake batches")
+
+
+def approximate_gradient_penalty(discriminator: nn.Module, x: torch.Tensor, sigma: float,
+                                 logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Return SeedVR2's approximate R1 (``x`` real) or R2 (``x`` fake): ``E_x ||D(x) - D(x + σε)||²``, ε ~ N(0, I).
+
+    The squared norm is over a sample's logits (every patch), then averaged over the batch. Since
+    ``D(x + σε) - D(x) = σ ∇D·ε + O(σ²)`` and ``E_ε (∇D_p·ε)² = ||∇D_p||²``, the penalty divided by σ² tends to
+    ``Σ_p ||∇_x D_p(x)||²`` (R1 per patch; exactly R1 for one logit per sample) as σ → 0. ``x`` is detached:
+    the penalty trains D only. ``logits`` (``D(x)``, already computed) saves a forward.
+    """
+    x = x.detach()
+    if logits is None:
+        logits = _logits(discriminator(x))
+    noisy = _logits(discriminator(x + sigma * torch.randn_like(x)))
+    return (logits - noisy).square().flatten(1).sum(1).mean()
+
+
 @contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` on ``module``'s parameters inside the block, then restore each flag.
@@ -89,21 +133,39 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class GANLossWeights(Checked):
-    """Loss weights: adversarial, feature matching, R1 γ (lazy, every ``r1_every`` D steps), L1 reconstruction."""
+    """Loss kind and weights: adversarial, feature matching, R1 (and R2), L1 reconstruction.
 
+    ``ns_r1``: ``r1`` is γ of the exact R1, applied lazily (``r1_every * γ / 2 * R1`` every ``r1_every`` D steps);
+    ``r2`` must be 0. ``rpgan_r1r2``: ``r1`` and ``r2`` weight the approximate penalties on reals and fakes
+    (noise ``sigma``, every ``r1_every`` D steps, scaled by ``r1_every``); SeedVR2 uses 1000 for both, with
+    ``fm`` and ``recon`` at 0.1.
+    """
+
+    kind: Literal["ns_r1", "rpgan_r1r2"] = "ns_r1"
     adv: Annotated[float, Ge(0)] = 1.0
     fm: Annotated[float, Ge(0)] = 1.0
-    r1: Annotated[float, Ge(0)] = 1.0  # γ; the applied penalty is r1_every * γ / 2 * R1 every r1_every steps
+    r1: Annotated[float, Ge(0)] = 1.0  # ns_r1: γ of exact R1; rpgan_r1r2: weight of approximate R1
+    r2: Annotated[float, Ge(0)] = 0.0  # rpgan_r1r2: weight of approximate R2 (on fakes)
+    sigma: Annotated[float, Gt(0)] = 0.01  # rpgan_r1r2: std of the noise of approximate R1/R2 (data in [-1, 1])
     r1_every: Annotated[int, Ge(1)] = 4
     recon: Annotated[float, Ge(0)] = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind == "ns_r1" and self.r2 > 0:
+            raise ValueError(f"r2: {self.r2} has no effect with kind ns_r1 (exact R1 on reals only); set r2: 0 "
+                             f"or kind: rpgan_r1r2")
 
 
 class APTLoss:
     """Adversarial post-training loss with named phases (stylegan2-ada ``StyleGAN2Loss`` pattern).
 
-    - :meth:`generator_step`: ``adv · softplus(-D(G(lq))) + fm · FM + recon · L1(G(lq), hq)``, D frozen;
-    - :meth:`discriminator_step`: ``softplus(-D(hq)) + softplus(D(sg(G(lq))))`` every step, plus lazy R1
-      ``r1_every · γ/2 · R1`` when ``step % r1_every == 0``, so R1's strength does not depend on ``r1_every``.
+    - :meth:`generator_step`: ``adv · L_G + fm · FM + recon · L1(G(lq), hq)``, D frozen, with ``L_G`` the
+      non-saturating ``softplus(-D(G(lq)))`` (``ns_r1``) or RpGAN's ``softplus(D(hq) - D(G(lq)))`` (``rpgan_r1r2``);
+    - :meth:`discriminator_step`: ``softplus(-D(hq)) + softplus(D(sg(G(lq))))`` plus lazy exact R1
+      ``r1_every · γ/2 · R1`` (``ns_r1``), or ``softplus(D(sg(G(lq))) - D(hq))`` plus
+      ``r1_every · (r1 · aR1 + r2 · aR2)`` (``rpgan_r1r2``), the penalties when ``step % r1_every == 0``, so their
+      strength does not depend on ``r1_every``.
 
     Each returns ``(loss, stats)``; the caller runs backward and the optimiser step. Stats are detached 0-d
     tensors, not floats: reading a float forces a GPU sync, and a dozen syncs per step left an H100 idle most
@@ -112,6 +174,11 @@ class APTLoss:
 
     def __init__(self, weights: GANLossWeights = GANLossWeights()) -> None:
         self.weights = weights
+
+    @property
+    def needs_double_backward(self) -> bool:
+        """True when a D step differentiates D twice (exact R1): a compiled D cannot serve that term."""
+        return self.weights.kind == "ns_r1" and self.weights.r1 > 0
 
     def generator_step(self, G: nn.Module, D: nn.Module, lq: torch.Tensor, hq: torch.Tensor,
                        text: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -123,12 +190,15 @@ class APTLoss:
                              f"check VideoSRConfig.scale against the data's LQ/HQ sizes")
         with frozen(D):
             fake_logits, fake_features = D(fake)
-            adv = generator_nonsaturating(fake_logits)
-            fm = torch.zeros((), device=fake.device)
-            if w.fm > 0:
-                with torch.no_grad():
-                    _, real_features = D(hq)
-                fm = feature_matching(real_features, fake_features)
+            real_logits, real_features = None, None
+            if w.fm > 0 or w.kind == "rpgan_r1r2":
+                with torch.no_grad():  # reals are constants for G
+                    real_logits, real_features = D(hq)
+            if w.kind == "rpgan_r1r2":
+                adv = generator_rpgan(real_logits, fake_logits)
+            else:
+                adv = generator_nonsaturating(fake_logits)
+            fm = feature_matching(real_features, fake_features) if w.fm > 0 else torch.zeros((), device=fake.device)
         recon = F.l1_loss(fake, hq)
         loss = w.adv * adv + w.fm * fm + w.recon * recon
         stats = {
@@ -145,14 +215,18 @@ class APTLoss:
         """Return the discriminator loss and float stats for optimiser step ``step``.
 
         ``fake`` is detached here, so the loss never reaches G. Stats include the D accuracies
-        (fraction of real logits > 0 and of fake logits < 0) and, on R1 steps, the raw penalty ``d/r1``.
-        ``r1_discriminator`` (default ``D``) is the module R1 differentiates twice: pass the eager module
-        when ``D`` is a ``torch.compile`` wrapper, which does not support double backward.
+        (fraction of real logits > 0 and of fake logits < 0) and, on penalty steps, the raw penalties ``d/r1``
+        (and ``d/r2``). ``r1_discriminator`` (default ``D``) is the module exact R1 differentiates twice: pass the
+        eager module when ``D`` is a ``torch.compile`` wrapper, which does not support double backward. The
+        approximate penalties use ``D`` itself.
         """
         w = self.weights
-        real_logits, _ = D(real.detach())
-        fake_logits, _ = D(fake.detach())
-        main = discriminator_nonsaturating(real_logits, fake_logits)
+        real, fake = real.detach(), fake.detach()
+        real_logits, _ = D(real)
+        fake_logits, _ = D(fake)
+        rpgan = w.kind == "rpgan_r1r2"
+        main = discriminator_rpgan(real_logits, fake_logits) if rpgan else discriminator_nonsaturating(
+            real_logits, fake_logits)
         loss = main
         stats = {
             "d/main": main.detach(),
@@ -161,9 +235,16 @@ class APTLoss:
             "d/real_logit": real_logits.detach().mean(),
             "d/fake_logit": fake_logits.detach().mean(),
         }
-        if w.r1 > 0 and step % w.r1_every == 0:
-            r1 = r1_penalty(D if r1_discriminator is None else r1_discriminator, real)
-            loss = loss + (w.r1_every * w.r1 / 2) * r1
-            stats["d/r1"] = r1.detach()
+        if step % w.r1_every == 0:
+            if rpgan:
+                for name, weight, x, logits in (("r1", w.r1, real, real_logits), ("r2", w.r2, fake, fake_logits)):
+                    if weight > 0:
+                        penalty = approximate_gradient_penalty(D, x, w.sigma, logits)
+                        loss = loss + (w.r1_every * weight) * penalty
+                        stats[f"d/{name}"] = penalty.detach()
+            elif w.r1 > 0:
+                r1 = r1_penalty(D if r1_discriminator is None else r1_discriminator, real)
+                loss = loss + (w.r1_every * w.r1 / 2) * r1
+                stats["d/r1"] = r1.detach()
         stats["d/loss"] = loss.detach()
         return loss, stats

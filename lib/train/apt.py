@@ -250,7 +250,8 @@ def make_step_fn(loss: APTLoss, *, compile: bool = False, channels_last: bool = 
     Returns per-micro-batch stats: APTLoss's (``d/*``, ``g/*``) plus ``D/accuracy``, ``G/fake_std`` and
     ``G/real_std`` for the :class:`CollapseMonitor`. ``compile``: forwards go through ``torch.compile``
     wrappers of the (prepared) models, built on the first step; they share the parameters, so
-    checkpoints, EMA and exports see the plain modules. R1 always uses the eager D.
+    checkpoints, EMA and exports see the plain modules. Exact R1 (ns_r1) uses the eager D; the approximate
+    R1/R2 of rpgan_r1r2 need no double backward and use the compiled one.
     """
     compiled: dict[str, nn.Module] = {}
 

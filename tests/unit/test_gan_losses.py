@@ -10,9 +10,12 @@ from torch import nn
 from lib.losses.gan import (
     APTLoss,
     GANLossWeights,
+    approximate_gradient_penalty,
     discriminator_nonsaturating,
+    discriminator_rpgan,
     feature_matching,
     generator_nonsaturating,
+    generator_rpgan,
     r1_penalty,
 )
 from lib.models.discriminators import PatchDiscriminator3D
@@ -91,6 +94,90 @@ def test_r1_matches_finite_differences():
     r1.backward()
     for p in (D.conv.weight, D.conv.bias, D.out.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_rpgan_losses_match_their_formula_and_pair_each_fake_with_its_real():
+    torch.manual_seed(0)
+    real, fake = torch.randn(4, 1, 2, 3, 3).double() * 3, torch.randn(4, 1, 2, 3, 3).double() * 3
+    # -log sigmoid(D(x) - D(G(z))) for D; -log sigmoid(D(G(z)) - D(x)) for G, averaged over pairs
+    torch.testing.assert_close(discriminator_rpgan(real, fake), -torch.log(torch.sigmoid(real - fake)).mean())
+    torch.testing.assert_close(generator_rpgan(real, fake), -torch.log(torch.sigmoid(fake - real)).mean())
+    # relativistic: shifting every logit by a constant changes nothing (the non-saturating loss does change)
+    torch.testing.assert_close(discriminator_rpgan(real + 5, fake + 5), discriminator_rpgan(real, fake))
+    assert discriminator_nonsaturating(real + 5, fake + 5) != discriminator_nonsaturating(real, fake)
+    with pytest.raises(ValueError, match="pairs each fake with its real"):
+        generator_rpgan(real, fake[:2])
+
+
+def _exact_per_patch_penalty(D: nn.Module, x: torch.Tensor) -> float:
+    """E_x Σ_p ||∇_x D_p(x)||², by autograd, one patch logit at a time."""
+    x = x.detach().requires_grad_(True)
+    logits = D(x)[0]
+    total = 0.0
+    for p in range(logits[0].numel()):
+        (grad,) = torch.autograd.grad(logits.flatten(1)[:, p].sum(), x, retain_graph=True)
+        total += grad.square().flatten(1).sum(1).mean().item()  # samples are independent: per-sample gradients
+    return total
+
+
+def test_approximate_penalty_over_sigma_squared_tends_to_the_exact_gradient_penalty():
+    D = _tiny_d()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 2, 3, 3, dtype=torch.float64)
+    exact = _exact_per_patch_penalty(D, x)
+    # for a fixed direction ε the finite difference is the directional derivative as σ -> 0 ...
+    torch.manual_seed(5)
+    ratios = []
+    for sigma in (1e-2, 1e-3, 1e-4):
+        torch.manual_seed(5)
+        approx = approximate_gradient_penalty(D, x, sigma).item() / sigma**2
+        ratios.append(approx)
+    assert abs(ratios[1] - ratios[2]) < abs(ratios[0] - ratios[1])  # converging
+    # ... and over ε ~ N(0, I) its mean is Σ_p ||∇D_p||² (the exact penalty), within sampling error
+    torch.manual_seed(6)
+    draws = [approximate_gradient_penalty(D, x, 1e-4).item() / 1e-8 for _ in range(4000)]
+    assert sum(draws) / len(draws) == pytest.approx(exact, rel=0.05)
+    # one logit per sample: the exact per-patch penalty is the R1 this module computes exactly
+    class OneLogit(nn.Module):
+        def forward(self, v):
+            logits, features = D(v)
+            return logits.flatten(1).sum(1, keepdim=True), features
+
+    assert _exact_per_patch_penalty(OneLogit(), x) == pytest.approx(r1_penalty(OneLogit(), x).item(), rel=1e-9)
+
+
+def test_rpgan_penalties_train_d_only_and_follow_r1_every():
+    G, D = _nets()
+    lq, hq, text = _batch()
+    fake = G(lq, text)  # not detached by the caller
+    weights = GANLossWeights(kind="rpgan_r1r2", r1=1000.0, r2=1000.0, sigma=0.01, r1_every=2)
+    loss_fn = APTLoss(weights)
+    assert not loss_fn.needs_double_backward and APTLoss(GANLossWeights()).needs_double_backward
+    torch.manual_seed(7)
+    loss, stats = loss_fn.discriminator_step(D, hq, fake, step=0)
+    loss.backward()
+    assert {"d/r1", "d/r2"} <= set(stats)
+    expected = stats["d/main"] + 2 * 1000.0 * (stats["d/r1"] + stats["d/r2"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # (rel 1e-3: each forward of the spectral-norm D advances its power iteration a little)
+    assert stats["d/main"].item() == pytest.approx(discriminator_rpgan(D(hq)[0], D(fake.detach())[0]).item(),
+                                                   rel=1e-3)
+    assert all(p.grad is None for p in G.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.parameters())
+    _, off_step = loss_fn.discriminator_step(D, hq, fake, step=1)
+    assert "d/r1" not in off_step and "d/r2" not in off_step
+    # the generator side: RpGAN against the paired reals, gradients to G only
+    G.zero_grad()
+    D.zero_grad()
+    g_loss, g_stats = loss_fn.generator_step(G, D, lq, hq, text)
+    g_loss.backward()
+    with torch.no_grad():
+        real_logits, fake_logits = D(hq)[0], D(G(lq, text))[0]
+    assert g_stats["g/adv"].item() == pytest.approx(generator_rpgan(real_logits, fake_logits).item(), rel=1e-3)
+    assert all(p.grad is None for p in D.parameters())
+    assert G.tail.weight.grad is not None and G.tail.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="r2: 1.0 has no effect with kind ns_r1"):
+        GANLossWeights(r2=1.0)
 
 
 def _d_losses(weights: GANLossWeights, steps: int) -> list[tuple[float, dict[str, float]]]:
