@@ -1,9 +1,24 @@
-"""Synthetic LQ clips for super-resolution training: blur -> downsample -> noise -> JPEG -> clamp.
+"""Synthetic LQ clips for super-resolution training, two degradation models (``DegradeConfig.kind``).
 
 The APT super-resolution trainer gets HQ clips ``[B, 3, T, H, W]`` from the video loader and
-builds its LQ inputs here. Every clip of a batch draws its own parameters (blur sigma, noise sigma,
-JPEG quality, and whether each step happens at all); all frames of one clip share them, so a clip
-degrades like one badly encoded video rather than flickering frame to frame.
+builds its LQ inputs here. Every clip of a batch draws its own parameters; all frames of one clip
+share them, so a clip degrades like one badly encoded video rather than flickering frame to frame.
+
+* ``kind: simple`` (the default; this module): Gaussian blur -> antialiased bicubic downsample ->
+  Gaussian noise -> JPEG -> clamp, each step with its own probability and range (``blur_sigma``,
+  ``noise_sigma``, ``jpeg_quality``, ``p_*``). Its ranges are this project's own (mild), not a
+  published model's.
+* ``kind: realesrgan_video`` (:mod:`lib.video.degrade_realesrgan`): Real-ESRGAN's second-order chain
+  (Wang et al. 2021; ranges: ``options/train_realesrgan_x4plus.yml`` and ``basicsr/data/degradations.py``,
+  set under ``realesrgan:``) -- two rounds of random blur kernel (Gaussian, anisotropic, generalized,
+  plateau, sinc), random resize, Gaussian/Poisson colour/grey noise and JPEG, then the final resize
+  to ``H/scale x W/scale`` with a sinc filter in random order with the last JPEG -- followed by a
+  video-codec round trip (libx264 / libvpx-vp9 through PyAV at a random bitrate, after RealBasicVSR).
+  Parameters are drawn once per clip; noise is drawn per frame. Only ``scale`` of the ``simple``
+  keys applies to it. See that module's docstring for the details and the deviations from the paper.
+
+The rest of this docstring describes ``simple``; the conventions (values, devices, determinism)
+hold for both kinds.
 
 Value conventions (chosen by dtype, and the output uses the input's convention):
 
@@ -16,7 +31,9 @@ range. ``noise_sigma=0.02`` is about 5 grey levels of 8-bit video, or a standard
 in ``[-1, 1]`` tensor units.
 
 Determinism: all randomness comes from the ``torch.Generator`` passed in, drawn clip by clip in a
-fixed order (6 uniforms for the parameters, then the clip's noise). The same seed therefore gives
+fixed order (6 uniforms for the parameters, then the clip's noise; ``realesrgan_video``: its
+``DRAWS_PER_CLIP`` uniforms, then the noise of its two stages; its codec step is single-threaded and
+bit-exact). The same seed therefore gives
 bit-identical LQ for the same clips in the same order, and splitting a batch into smaller batches
 (same order, same generator) gives the same LQ too. Use :func:`validation_generator` for the
 held-out set. The generator may live on another device than the clips (a CPU generator with CUDA
@@ -36,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -46,6 +63,8 @@ from annotated_types import Ge, Interval
 from PIL import Image
 
 from lib.config import Checked
+from lib.video.degrade_realesrgan import RealESRGANConfig, VideoDegradeParams
+from lib.video.degrade_realesrgan import degrade_clip as _realesrgan_clip
 
 _DRAWS_PER_CLIP = 6  # u_blur, blur_sigma, u_noise, noise_sigma, u_compress, jpeg_quality
 
@@ -65,6 +84,9 @@ class DegradeConfig(Checked):
     ``jpeg_quality``: inclusive PIL JPEG quality range (1..100), drawn uniformly per clip.
     ``compression``: ``"jpeg"`` or ``"none"`` (no compression step at all).
     ``p_blur`` / ``p_noise`` / ``p_compress``: probability that a clip gets that step.
+    ``kind``: ``"simple"`` (the keys above) or ``"realesrgan_video"`` (Real-ESRGAN's second-order chain and
+    a video codec, ranges in ``realesrgan``, a :class:`~lib.video.degrade_realesrgan.RealESRGANConfig`;
+    of the keys above only ``scale`` applies).
     """
 
     scale: Annotated[int, Ge(1)] = 4
@@ -75,6 +97,8 @@ class DegradeConfig(Checked):
     p_blur: Probability = 1.0
     p_noise: Probability = 0.8
     p_compress: Probability = 0.7
+    kind: Literal["simple", "realesrgan_video"] = "simple"
+    realesrgan: RealESRGANConfig = field(default_factory=RealESRGANConfig)
 
     def __post_init__(self):
         super().__post_init__()
@@ -248,7 +272,7 @@ def validation_generator(seed: int = 0, device: str | torch.device = "cpu") -> t
 
 def degrade_with_params(
     hq: torch.Tensor, cfg: DegradeConfig, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, list[DegradeParams]]:
+) -> tuple[torch.Tensor, list[DegradeParams] | list[VideoDegradeParams]]:
     """Degrade HQ clips ``[B, 3, T, H, W]`` into LQ ``[B, 3, T, H/scale, W/scale]``, with the params.
 
     Per clip, in order: Gaussian blur (sigma drawn per clip, same for all frames) -> antialiased
@@ -257,6 +281,9 @@ def degrade_with_params(
     range. The output keeps the input's dtype and convention (uint8 ``[0, 255]`` or float
     ``[-1, 1]``, see the module docstring) and device. ``generator=None`` uses torch's global RNG
     (not reproducible). Returns ``(lq, params)`` with one :class:`DegradeParams` per clip.
+
+    ``cfg.kind == "realesrgan_video"``: the chain of :mod:`lib.video.degrade_realesrgan` instead, same
+    shapes and conventions, one :class:`~lib.video.degrade_realesrgan.VideoDegradeParams` per clip.
     """
     _check_clips(hq, "hq")
     b, _c, _t, h, w = hq.shape
@@ -265,6 +292,14 @@ def degrade_with_params(
         raise ValueError(f"clip size {h}x{w} is not divisible by scale {s}; crop the HQ clips first")
     gen_device = generator.device if generator is not None else torch.device("cpu")
     frames = to_unit(hq).permute(0, 2, 1, 3, 4)  # [B, T, 3, H, W]
+    if cfg.kind == "realesrgan_video":
+        clips, video_params = [], []
+        for i in range(b):
+            x, p = _realesrgan_clip(frames[i], cfg.realesrgan, (h // s, w // s), generator, gen_device)
+            clips.append(x)
+            video_params.append(p)
+        lq = torch.stack(clips).permute(0, 2, 1, 3, 4).contiguous()
+        return from_unit(lq, hq.dtype), video_params
     out_frames = []
     params: list[DegradeParams] = []
     for i in range(b):
@@ -307,6 +342,8 @@ def bicubic_upsample(lq: torch.Tensor, scale: int) -> torch.Tensor:
 __all__ = [
     "DegradeConfig",
     "DegradeParams",
+    "RealESRGANConfig",
+    "VideoDegradeParams",
     "bicubic_upsample",
     "degrade",
     "degrade_with_params",

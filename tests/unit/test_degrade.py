@@ -1,5 +1,6 @@
 """LQ synthesis for super-resolution: shapes, determinism, and each degradation doing what it says."""
 
+import dataclasses
 import itertools
 import math
 
@@ -245,3 +246,41 @@ def test_cuda_matches_cpu_with_cpu_generator():
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
     g2 = degrade(hq.cuda(), DegradeConfig(scale=2, p_compress=1.0), validation_generator(4, "cuda"))
     assert g2.is_cuda and g2.shape == (2, 3, 2, 16, 16)
+
+
+# ----------------------------------------------------------------------------- kind: simple is unchanged
+
+# sha256 of the LQ bytes, computed by running lib/video/degrade.py as it was BEFORE degrade.kind / realesrgan_video
+# existed (same inputs, seeds and configs as below; torch 2.13 CPU). `simple` must stay bit-identical to it.
+_SIMPLE_BEFORE_KIND = {
+    "default_s4": "c3dc69a3034c9e0338d6d725b292dbb42663a49d9c2cd324ea3d8704111c420c",
+    "allon_s2": "e3e5e037cbe2d5846503b78bf6aa64958d793fc1ac472f31ab4637bd68250c4e",
+    "u8_s4": "4ebe6e273449fae99ed9e564a5e92c1da6d12a03258ca19fb3ab1cc6586d6306",
+}
+
+
+def _uniform_clip(b, t, h, w, seed):
+    return torch.rand(b, 3, t, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_simple_kind_is_bit_identical_to_before_kinds_existed():
+    import hashlib
+
+    cases = {
+        "default_s4": (_uniform_clip(2, 4, 32, 32, 0), DegradeConfig(), 7),
+        "allon_s2": (_uniform_clip(3, 2, 24, 40, 1), DegradeConfig(scale=2, p_blur=1.0, p_noise=1.0, p_compress=1.0),
+                     11),
+        "u8_s4": ((_uniform_clip(2, 2, 32, 32, 2) * 127.5 + 127.5).round().to(torch.uint8),
+                  DegradeConfig(p_noise=1.0, p_compress=1.0), 3),
+    }
+    assert DegradeConfig().kind == "simple"
+    for name, (hq, cfg, seed) in cases.items():
+        for c in (cfg, dataclasses.replace(cfg, kind="simple")):
+            lq = degrade(hq, c, validation_generator(seed))
+            assert hashlib.sha256(lq.contiguous().numpy().tobytes()).hexdigest() == _SIMPLE_BEFORE_KIND[name], name
+
+
+def test_kind_is_checked():
+    with pytest.raises(ConfigError, match="kind"):
+        from_dict(DegradeConfig, {"kind": "realesrgan"})
+    assert from_dict(DegradeConfig, {"kind": "realesrgan_video"}).kind == "realesrgan_video"
