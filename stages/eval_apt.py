@@ -1,22 +1,31 @@
-"""Stage eval_apt: PSNR / SSIM / temporal error of the APT generator vs bicubic on held-out clips.
+"""Stage eval_apt: PSNR / SSIM / temporal error / chunk-border flicker (and LPIPS / DISTS when their weights are
+given) of the APT generator vs bicubic on held-out clips.
 
     python -m stages.eval_apt [--params params.yaml] [--no-progress]
 
 Reads <train_apt.out_dir>/final/{raw,ema}/G.safetensors (safetensors only), the validation split of
 <ingest_ssv2.out>/manifest.parquet and sections train_apt (model, crop, clip_frames, clip_stride,
-degrade, val_clips) and eval_apt (report_dir, seed, strip_clips, batch_size). The first `val_clips`
+degrade, val_clips) and eval_apt (report_dir, seed, strip_clips, batch_size, flicker_clip_frames,
+flicker_chunk_frames, flicker_overlap, lpips_weights, dists_weights, vgg16_weights). The first `val_clips`
 validation clips are time-centred, centre-cropped and degraded with validation_generator(seed), so
 every run scores the same LQ inputs. Candidates: bicubic upsampling of the LQ (the trivial
 baseline), G (raw weights) and G_ema (EMA weights); see lib/eval/apt.py for the metric definitions.
+Border flicker restores the same clips taken `flicker_clip_frames` long (null: train_apt.clip_frames) in
+temporal chunks. LPIPS / DISTS are computed only from weight files named in params (nothing is downloaded);
+when a path is null the report and metrics.json say so and how to give it; a path that does not exist stops
+the stage with the key and the fix.
 
 Writes:
-    <report_dir>/metrics.json   {clips, frames, crop, scale, seed, bicubic: {psnr, ssim, temporal_error},
-                                 G: {... psnr_gain_db, ssim_gain}, G_ema: {...}}
+    <report_dir>/metrics.json   {clips, frames, crop, scale, seed, flicker_frames,
+                                 bicubic: {psnr, ssim, temporal_error, flicker: {chunk_frames, overlap, border,
+                                           inside, ratio, border_transitions, inside_transitions}[, lpips, dists]},
+                                 G: {... psnr_gain_db, ssim_gain}, G_ema: {...}[, not_computed: {lpips: why, ...}]}
     <report_dir>/report.md      the table and the strip
     <report_dir>/strip.png      LQ (nearest) | bicubic | G | G_ema | HQ, middle frame of a few clips
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -32,6 +41,7 @@ from lib.eval.apt import (
     validation_clips,
     validation_ids,
 )
+from lib.eval.perceptual import perceptual_metrics
 from lib.io import atomic_write_json, atomic_write_text
 from lib.ssv2.ingest import IngestSSv2Config
 from lib.train.apt import clip_texts, from_section, stack_texts, to_section
@@ -44,6 +54,12 @@ def main() -> None:
     train = from_section(read_params(args.params).get("train_apt"), f"{args.params}: train_apt")
     cfg = load_section(args.params, "eval_apt", EvalAPTConfig)
     ingest = load_section(args.params, "ingest_ssv2", IngestSSv2Config)
+    flicker_frames = cfg.flicker_clip_frames or train.clip_frames
+    cfg.check_flicker_frames(flicker_frames)
+    # a named weights file that is missing fails here, before any work
+    perceptual, not_computed = perceptual_metrics(cfg.lpips_weights, cfg.dists_weights, cfg.vgg16_weights)
+    for note in not_computed.values():
+        log.warning("%s", note)
     final = Path(train.train.out_dir) / "final"
     generators = {"G": load_generator(final / "raw" / "G.safetensors", train.model),
                   "G_ema": load_generator(final / "ema" / "G.safetensors", train.model)}
@@ -53,9 +69,16 @@ def main() -> None:
     if train.text_condition:  # the same cached label vectors the generator was trained with
         cache_dir = load_section(args.params, "embed_text", EmbedConfig).cache_dir
         text = stack_texts(clip_texts(train, manifest, cache_dir, ("validation",)), validation_ids(train, manifest))
-    metrics, outputs = evaluate(generators, hq, lq, train.model.scale, cfg.batch_size, text)
+    flicker_clips = None
+    if flicker_frames != train.clip_frames:  # the same clips, taken longer
+        flicker_clips = validation_clips(dataclasses.replace(train, clip_frames=flicker_frames), manifest, cfg.seed)
+    metrics, outputs = evaluate(generators, hq, lq, train.model.scale, cfg.batch_size, text,
+                                flicker_chunk_frames=cfg.flicker_chunk_frames, flicker_overlap=cfg.flicker_overlap,
+                                flicker_clips=flicker_clips, perceptual=perceptual)
     metrics = {**metrics, "frames": int(hq.shape[0] * hq.shape[2]), "crop": train.crop,
-               "scale": train.model.scale, "seed": cfg.seed}
+               "scale": train.model.scale, "seed": cfg.seed, "flicker_frames": flicker_frames}
+    if not_computed:
+        metrics["not_computed"] = not_computed
 
     out = Path(cfg.report_dir)
     nearest = lq.repeat_interleave(train.model.scale, -1).repeat_interleave(train.model.scale, -2)
@@ -67,6 +90,8 @@ def main() -> None:
     log.info("PSNR bicubic %.3f | G %.3f | G_ema %.3f dB; SSIM bicubic %.4f | G %.4f | G_ema %.4f; report in %s",
              metrics["bicubic"]["psnr"], metrics["G"]["psnr"], metrics["G_ema"]["psnr"],
              metrics["bicubic"]["ssim"], metrics["G"]["ssim"], metrics["G_ema"]["ssim"], out / "report.md")
+    log.info("border flicker ratio (chunks of %d) bicubic %s | G %s | G_ema %s", cfg.flicker_chunk_frames,
+             *(metrics[name]["flicker"]["ratio"] for name in ("bicubic", "G", "G_ema")))
 
 
 if __name__ == "__main__":

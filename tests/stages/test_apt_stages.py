@@ -66,6 +66,35 @@ def test_train_then_eval_stages(tmp_path):
     for name in ("G", "G_ema"):
         assert abs(metrics[name]["psnr"] - metrics["bicubic"]["psnr"] - metrics[name]["psnr_gain_db"]) < 1e-9
     assert (tmp_path / "reports/eval_apt/strip.png").stat().st_size > 0
+    # border flicker on the 4-frame clips in chunks of 2 (the defaults): transition 1->2 is the one border
+    assert metrics["flicker_frames"] == 4
+    for name in ("bicubic", "G", "G_ema"):
+        f = metrics[name]["flicker"]
+        assert (f["chunk_frames"], f["overlap"], f["border_transitions"], f["inside_transitions"]) == (2, 0, 1, 2)
+        assert f["ratio"] is None or abs(f["ratio"] - f["border"] / f["inside"]) < 1e-9
+        assert "temporal_error" in metrics[name] and "lpips" not in metrics[name]
+    # LPIPS / DISTS weights are null: said in metrics.json and the report, not silently skipped
+    assert metrics["not_computed"]["lpips"].startswith("LPIPS not computed: eval_apt.lpips_weights is null")
+    report = (tmp_path / "reports/eval_apt/report.md").read_text()
+    assert "LPIPS not computed: eval_apt.lpips_weights is null; give the path to" in report
+    assert "DISTS not computed: eval_apt.dists_weights is null" in report and "## Chunk-border flicker" in report
+
+    # longer flicker clips, overlapping chunks: 6 frames, chunks of 3 keeping 2 -> borders at 1->2 and 3->4
+    params["eval_apt"].update(flicker_clip_frames=6, flicker_chunk_frames=3, flicker_overlap=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ev = run_stage_module("eval_apt", [], tmp_path)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    metrics = json.loads((tmp_path / "reports/eval_apt/metrics.json").read_text())
+    assert metrics["flicker_frames"] == 6 and metrics["frames"] == 2 * 4  # PSNR etc. still on the 4-frame clips
+    f = metrics["G"]["flicker"]
+    assert (f["chunk_frames"], f["overlap"], f["border_transitions"], f["inside_transitions"]) == (3, 1, 2, 3)
+
+    # a weights path that does not exist stops the stage, naming the key and the fix
+    params["eval_apt"]["lpips_weights"] = "weights/lpips_vgg.pth"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = run_stage_module("eval_apt", [], tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "eval_apt.lpips_weights: weights/lpips_vgg.pth does not exist; set eval_apt.lpips_weights" in bad.stderr
 
 
 def test_unknown_train_apt_key_names_it(tmp_path):
