@@ -1,5 +1,6 @@
 """`dvc repro validate_ssv2` from a fresh clone with tiny params: the DAG, outputs, metrics, no-op rerun."""
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -114,6 +115,17 @@ def test_dvc_repro_eval_apt_then_an_experiment_shows_beside_it(clone):
     assert params["lr"] == 0.001
     exp_metrics = lr_high["data"]["metrics"]["reports/eval_apt/metrics.json"]["data"]
     assert exp_metrics["G"]["psnr"] != ev["G"]["psnr"]  # trained again from scratch with the new lr
+
+    # the other loss kind (RpGAN + approximate R1/R2) and the other degradation kind (Real-ESRGAN + codec)
+    run(["dvc", "exp", "run", "-n", "seedvr2", "-S", "train_apt.loss.kind=rpgan_r1r2", "-S", "train_apt.loss.r2=1.0",
+         "-S", "train_apt.degrade.kind=realesrgan_video", "eval_apt"], clone)
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], clone).stdout)
+    seedvr2 = next(r for row in rows for e in (row.get("experiments") or []) for r in e["revs"]
+                   if r["name"] == "seedvr2")
+    apt_params = seedvr2["data"]["params"]["params.yaml"]["data"]["train_apt"]
+    assert apt_params["loss"]["kind"] == "rpgan_r1r2" and apt_params["degrade"]["kind"] == "realesrgan_video"
+    seedvr2_metrics = seedvr2["data"]["metrics"]["reports/eval_apt/metrics.json"]["data"]
+    assert math.isfinite(seedvr2_metrics["G"]["psnr"]) and seedvr2_metrics["G"]["psnr"] != ev["G"]["psnr"]
 
     # a re-ingest with another short side changes the manifest's rows at the same path: train_apt starts a fresh
     # run (it used to resume the old data's weights) and sets the last run's checkpoint aside instead of deleting it
