@@ -6,16 +6,17 @@ text :func:`~lib.deepcad.cadcode.from_code` parses: ``<bos> bbox`` first, each `
 arguments, two values and then ``plane``, at least one profile per extrude, one loop per profile and one
 curve per loop, the right number of values after every keyword, and ``<eos>`` only after a curve.
 
-Loops close, at the token level, as every loop of the training data does (quantised points of consecutive
-curves are the same tokens): a loop is one ``circle``, or a chain of ``line``/``arc`` whose first two values
-(the start point) repeat the previous curve's end point, and which may only be followed by
-``loop``/``profile``/``extrude``/``<eos>`` once it is closed: its last end point is the loop's first start
-point after at least three curves, or two when one is an arc (two lines would retrace each other). Reaching
-the start sooner does not close the loop; near ``max_len`` the end point is forced onto it. Zero-length curves
-stay allowed: small fillets quantise to one point in the training data. Other geometry (an arc's centre
-against its end points, self-intersections) is still for the mesh builder to judge.
+Loops close, at the token level, as every loop of the training data does. In the default **local** layout
+(:mod:`lib.cad.tokenizer`) every chain closes by construction (a curve carries only its end point; the first
+starts at the last one's end), so a loop is one ``circle`` or a chain of ``line``/``arc`` that may be followed by
+``loop``/``profile``/``extrude``/``<eos>`` once it has three curves, or two when one is an arc (two lines would
+retrace each other); an arc's sweep may not be level 0 (no turn). In the **global** layout a chain's first two
+values (the start point) must repeat the previous curve's end point, and the loop is closed once its last end
+point is its first start point after as many curves; reaching the start sooner does not close it, and near
+``max_len`` the end point is forced onto it. Zero-length curves stay allowed: small fillets quantise to one point
+in the training data. Other geometry (self-intersections) is still for the mesh builder to judge.
 
-The state is the statement's slots still to fill (:data:`~lib.cad.tokenizer.ARGS`) plus the *choice point*
+The state is the statement's slots still to fill (the tokenizer's ``args``) plus the *choice point*
 reached once they are filled:
 
 ==========  ======================================================  ===========================
@@ -35,9 +36,10 @@ done        ``<pad>`` (so finished rows of a batch can keep going)  ``<eos>``
 
 Length: with ``max_len`` (total ids, ``<bos>`` and ``<eos>`` included) a statement is only allowed when the
 cheapest way to finish after it still fits, the cheapest finish from each point being precomputed
-(``loop circle`` then ``<eos>`` and so on; a whole minimal model is 34 tokens; an open chain costs one
-closing ``line`` more). Near the limit the mask closes the loop (the end point is forced onto the loop's
-start) and then the model: every sampled sequence ends with ``<eos>`` within ``max_len``.
+(``loop circle`` then ``<eos>`` and so on; a whole minimal model is 38 tokens in the local layout,
+:data:`MIN_LENGTH`, 34 in the global one; an open chain costs the cheapest curves that close it more). Near the
+limit the mask closes the loop (local: only the curves that still fit and close it; global: the end point is
+forced onto the loop's start) and then the model: every sampled sequence ends with ``<eos>`` within ``max_len``.
 """
 from __future__ import annotations
 

@@ -21,37 +21,58 @@ three ZYZ Euler angles (``n = Rz(phi) Ry(theta) e_z``, ``x = Rz(phi) Ry(theta) R
 a left-handed plane is mirrored into a right-handed one with its sketch, losslessly) and ``size``. Loops are
 closed chains: each line/arc carries only its end point, a curve starts where the previous one ended, and the
 first starts at the last one's end (curves are chained and flipped as needed, like the mesh builder does; a gap
-in an open loop is closed). Arcs are (end point, sweep, turning direction), circles (centre, radius)::
+in an open loop is closed). Arcs are (end point, sweep, turning direction), circles their box (lower-left corner,
+diameter), so the box of the decoded sketch is on the grid too::
 
     <bos> bbox c*6  [extrude OP TYPE E(e1) E(e2) plane O*3 a*3 S  [profile [loop outer|inner CURVE+]+]+]+ <eos>
-    CURVE = line u v | arc u v w nz=±1 | circle u v r
+    CURVE = line U U | arc U U w nz=±1 | circle U U U          (E, O, S: frame_digits tokens; U: sketch_digits)
+
+A multi-token value is a base-``n`` number, most significant token first.
 
 ==========  ===============================================  =================================================
 kind        grid                                             why
 ==========  ===============================================  =================================================
 coord       bbox corners: [-1, 1), 2/n (DeepCAD's codes)     the box does not shape the solid
-extent (E)  e1, e2: ``frame_digits`` tokens (base n), step   thin plates and pockets: 8 bits over the cube would
-            ``10**-decimals`` (1e-4), 0 a level              move a 2 mm wall of a 200 mm part by up to 35%
-origin (O)  plane origin: ``frame_digits`` tokens, step      read back from the 4-decimal text, so a step of
-            ``4 * 10**-decimals``                            4e-4 keeps decode -> encode exact
-size (S)    sketch size: ``frame_digits`` tokens, ``(k+1)    at least ``s_min = 8 (n-2) 10**-decimals`` (0.2)
-            * 4e-4``                                         so the local step stays above the text's rounding
+length (E)  e1, e2: step ``10**-decimals`` (1e-4), 0 a       the text's own step: a 2 mm plate of a 200 mm part
+            level (with ``frame_digits=1``: ~4/n)            keeps its thickness
+origin (O)  the sketch box's corner in 3D: step 1e-4         re-read exactly from the text
+size (S)    the box's larger side: ``(k+1) * 4e-4``          the re-read box of rounded circles lands on it
 angle (a)   theta, phi, gamma: [-π, π), 2π/n                 multiples of π/2 (every axis-aligned plane) exact
-local (u v) sketch points: ``q * size / (n-2)``, 0..n-1      0, 1/2 and 1 of the sketch exact
-radius (r)  ``q * size / (2 (n-2))``                         a circle filling its box is exact
+local (U)   ``q * size / top``, ``top = min(n**sd - 2,       0, 1/2 and 1 of the sketch exact; the step never
+            size / 8e-4)`` rounded down to even              drops below 8e-4, so the 4-decimal text is re-read
+                                                             onto the same levels
 sweep (w)   arc sweep: ``q * 2π/n``, q >= 1                  quarter and half turns exact; 0 would be a line
 ==========  ===============================================  =================================================
 
-Costs: a line 3 tokens, an arc 5, a circle 4, an extrude with its plane ``6 + 6 fd`` (18 with the default
-``frame_digits=2``), a profile 1, a loop 2; the shortest model is 35 tokens. Decoding writes the plane at the
-frame's corner (``o`` moves within the plane) and the arcs as ``a0=0 a1=|sweep| nz=±1`` with the reference
-vector towards the start, so the decoded text is a re-quantised equivalent of the input, not the same digits.
+Encoding puts the sketch's levels exactly on ``0..top`` (0 on both axes, ``top`` along the longer side), so
+``encode(decode(ids)) == ids`` for every id sequence ``encode`` returns.
 
-Measured fidelity (``benchmarks/cad_token_fidelity.py``; re-meshed quantised ground truth against the
-4-decimal source; ``reports/benchmarks/cad_token_fidelity.md``): on 1100 synthetic models the local layout
-gives median IoU 1.000, mean ~0.998 and no mesh failures, with ~45% fewer tokens than ``global``; the global
-layout gives mean ~0.82 and ~10% mesh failures. ``frame_digits=1`` (every value one 8-bit token) is not enough:
-thin plates and pockets lose up to a third of their thickness.
+Costs (``fd = frame_digits``, ``sd = sketch_digits``, both 2 by default): a line ``1 + 2 sd`` tokens (5), an arc
+``3 + 2 sd`` (7), a circle ``1 + 3 sd`` (7), an extrude with its plane ``5 + 6 fd`` (17), a profile 1, a loop 2;
+the shortest model is 38 tokens. Decoding writes the plane at the frame's corner (``o`` moves within the plane)
+and the arcs as ``a0=0 a1=|sweep| nz=±1`` with the reference vector towards the start, so the decoded text is a
+re-quantised equivalent of the input, not the same digits.
+
+Measured fidelity (``benchmarks/cad_token_fidelity.py --n 1100``, ``reports/benchmarks/cad_token_fidelity.md``;
+decoded code re-meshed against the 4-decimal source, exact IoU, a model that no longer meshes counting 0):
+
+=====================================  =========  ===========  ========  ===========  =====================
+setting                                mean IoU   median IoU   failing   tokens mean  families with median
+                                                                         / max        >= 0.99, mean >= 0.97
+=====================================  =========  ===========  ========  ===========  =====================
+local (default: 2-token frame and      0.9975     0.9990       0%        126 / 230    10 / 10, fixture 0.9997
+sketch values)
+local, ``sketch_digits=1``             0.9916     0.9961       0%        102 / 174    6 / 10 (L/T/U walls)
+local, ``frame_digits=1`` too          0.8999     0.9311       0.1%      89 / 162     0 / 10
+local, ``n_levels=1024``, 1-digit      0.9973     0.9988       0%        102 / 174    10 / 10
+global (old)                           0.8845     0.9195       1.7%      135 / 312    0 / 10
+=====================================  =========  ===========  ========  ===========  =====================
+
+Why two tokens: one 8-bit token over the cube moves a 2 mm plate of a 200 mm part by up to a third of its
+thickness (extents, plane origins), and one 8-bit token per sketch value in the sketch's own frame still moves a
+3 mm wall of a 120 mm L-section by ~0.24 mm (median IoU ~0.98 for L/T/U sections). Two base-``n`` tokens give
+the frame values the text's own step (1e-4) and the sketch values ``max(size / (n**2 - 2), 8e-4)``: below
+that, the 4-decimal text could not be read back onto the same levels.
 
 **global** (``cad-tokenizer/1``, kept for comparison and old checkpoints): every number of the text in text
 order on one global grid per kind, ``coord`` [-1, 1) 2/n for the bbox and plane origins, ``sketch`` [-2, 2) 4/n
@@ -62,7 +83,7 @@ for curve points, radii and extents, ``unit`` [-1, 1] 2/(n-2) for axes and arc r
     CURVE = line v*4 | circle v*3 | arc v*11 nz=±1
 
 Its sketch step is 1/64 of the normalised cube, so small features collapse and arcs whose end points and
-angles no longer agree fail to mesh (mean IoU ~0.8, ~10% of models failing, numbers above). A line costs 5
+angles no longer agree fail to mesh (mean IoU 0.88, 1.7% of models failing, table above). A line costs 5
 tokens, a circle 4, an arc 13, an extrude with its plane 18.
 """
 from __future__ import annotations

@@ -193,3 +193,7 @@ def test_quantised_synth_models_stay_close_to_their_source():
     s = summarize_geometry(rows)
     assert s["invalid_rate"] == 0.0 and 0.85 < s["mean_iou"] < 1.0 and 0.0 < s["median_chamfer"] < 0.03
     assert all(r["iou"] < 1.0 for r in rows)  # quantisation really happened
+    # the default (local) layout: each sketch on its own grid, the frame with 2-token values
+    texts = [to_code(normalize(parse_model(make_model(0, 2, fam)))) for fam in sorted(FAMILIES)]
+    local = summarize_geometry([geometry_scores(LOCAL.decode(LOCAL.encode(t)), t) for t in texts])
+    assert local["invalid_rate"] == 0.0 and local["mean_iou"] > 0.99 and local["median_chamfer"] < 0.003
