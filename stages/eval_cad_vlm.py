@@ -10,7 +10,7 @@ Every validation image whose reference code builds a solid is answered by:
     nn_retrieval     the code of the nearest training image by raw pixels (grey, nn_pixels a side)
     nn_encoder       the code of the nearest training image by the trained encoder's pooled features
     most_frequent    the most frequent training code, for every image
-    quantised_truth  the reference through the tokenizer's 8-bit grid: the ceiling, not a baseline
+    quantised_truth  the reference through the tokenizer (per-sketch frames): the ceiling, not a baseline
 and scored (lib/eval/cad_vlm.py): parse rate, command / parameter accuracy, exact match, invalid rate,
 volumetric IoU (invalid = 0) and Chamfer distance of the rebuilt solids.
 

@@ -38,15 +38,18 @@ def _arc_points(arc: Arc, segments_per_circle: int) -> np.ndarray:
         # The angles describe the arc from end to start (curve stored reversed relative to its angles).
         pts = pts[::-1].copy()
     if min(fwd, rev) > 1e-3 * max(abs(float(arc.radius)), 1e-12) + CHAIN_ABS_TOL:
-        # Angles and endpoints disagree: trust the endpoints and centre, keep the stored sweep's size.
-        pts = _arc_from_endpoints(arc, abs(sweep), segments_per_circle)
+        # Angles and endpoints disagree: trust the endpoints and centre, keep the stored sweep's size. The stored
+        # turning (counter-clockwise when > 0) breaks a tie such as a half circle whose 4-decimal text misses.
+        turn = math.copysign(1.0, float(arc.normal_z) * sweep) * (1.0 if fwd <= rev else -1.0)
+        pts = _arc_from_endpoints(arc, abs(sweep), segments_per_circle, turn)
     # Pin the ends to the stored points so chaining and closure are exact, not float-noisy.
     pts[0], pts[-1] = start, end
     return pts
 
 
-def _arc_from_endpoints(arc: Arc, sweep_abs: float, segments_per_circle: int) -> np.ndarray:
-    """Fallback arc from start to end around the centre, turning the way whose sweep best matches ``sweep_abs``."""
+def _arc_from_endpoints(arc: Arc, sweep_abs: float, segments_per_circle: int, turn: float = 1.0) -> np.ndarray:
+    """Fallback arc from start to end around the centre, turning the way whose sweep best matches ``sweep_abs``
+    (``turn``'s way, counter-clockwise when > 0, when both match to 0.05 rad)."""
     c = np.asarray(arc.center, float)
     a0 = math.atan2(arc.start[1] - c[1], arc.start[0] - c[0])
     a1 = math.atan2(arc.end[1] - c[1], arc.end[0] - c[0])
@@ -54,7 +57,8 @@ def _arc_from_endpoints(arc: Arc, sweep_abs: float, segments_per_circle: int) ->
     if ccw == 0.0:
         ccw = 2 * math.pi
     cw = ccw - 2 * math.pi
-    delta = ccw if abs(ccw - sweep_abs) <= abs(abs(cw) - sweep_abs) else cw
+    err_ccw, err_cw = abs(ccw - sweep_abs), abs(abs(cw) - sweep_abs)
+    delta = (ccw if turn > 0 else cw) if abs(err_ccw - err_cw) < 0.05 else ccw if err_ccw <= err_cw else cw
     n = max(2, math.ceil(abs(delta) / (2 * math.pi) * segments_per_circle))
     ang = a0 + np.linspace(0.0, delta, n + 1)
     r = float(np.hypot(arc.start[0] - c[0], arc.start[1] - c[1]))

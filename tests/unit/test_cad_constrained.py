@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lib.cad.constrained import MIN_LENGTH, CADGrammar
+from lib.cad.constrained import CADGrammar
 from lib.cad.tokenizer import CADTokenizer
 from lib.deepcad.cadcode import from_code, to_code
 from lib.deepcad.normalize import normalize
@@ -11,7 +11,7 @@ from lib.deepcad.parse import load_model, parse_model
 from lib.deepcad.synth import FAMILIES, make_model
 from tests.helpers.deepcad_data import FIXTURE
 
-TOK = CADTokenizer()
+TOK = CADTokenizer(layout="global")  # this file: the old global layout; test_cad_tokenizer_local.py: the default
 ID = TOK.token_to_id
 
 
@@ -28,7 +28,7 @@ def sample(grammar: CADGrammar, rng: np.random.Generator) -> list[int]:
 
 def test_shortest_model_is_34_tokens():
     # <bos> | bbox + 6 | extrude op type e1 e2 | plane + 12 | profile | loop outer | circle + 3 | <eos>
-    assert MIN_LENGTH == 1 + 7 + 5 + 13 + 1 + 2 + 4 + 1 == 34
+    assert CADGrammar(TOK).min_length == 1 + 7 + 5 + 13 + 1 + 2 + 4 + 1 == 34
     with pytest.raises(ValueError, match="max_len >= 34"):
         CADGrammar(TOK, max_len=33)
 

@@ -21,7 +21,14 @@ from lib.eval.cad_geometry import (
 )
 from tests.helpers.deepcad_data import BOX_CODE as BOX
 
-TOK = CADTokenizer()
+TOK = CADTokenizer(layout="global")  # the accuracy tests below count the global layout's slots
+LOCAL = CADTokenizer()
+
+
+def code_accuracy_g(pred, true, **kw):
+    return code_accuracy(pred, true, TOK, **kw)
+
+
 # statements: bbox extrude plane profile loop line*4 = 9; arguments: 6 + 4 + 12 + 0 + 1 + 4*4 = 39
 N_STMTS, N_ARGS = 9, 39
 
@@ -104,42 +111,54 @@ def replace_line(text: str, index: int, new: str) -> str:
 
 
 def test_code_accuracy_identical():
-    assert code_accuracy(BOX, BOX) == {"parse": True, "command_accuracy": 1.0, "parameter_accuracy": 1.0,
+    assert code_accuracy_g(BOX, BOX) == {"parse": True, "command_accuracy": 1.0, "parameter_accuracy": 1.0,
                                        "exact_match": True}
-    assert code_accuracy(TOK.encode(BOX), BOX)["exact_match"]
+    assert code_accuracy_g(TOK.encode(BOX), BOX)["exact_match"]
 
 
 def test_code_accuracy_value_tolerance_is_one_level():
     # sketch step is 4/256 = 0.015625: one level off counts as right, three levels off as wrong
     one = replace_line(BOX, 5, "        line (0.0156,0.0000)->(0.5000,0.0000)")
     three = replace_line(BOX, 5, "        line (0.0469,0.0000)->(0.5000,0.0000)")
-    assert code_accuracy(one, BOX) == {"parse": True, "command_accuracy": 1.0, "parameter_accuracy": 1.0,
+    assert code_accuracy_g(one, BOX) == {"parse": True, "command_accuracy": 1.0, "parameter_accuracy": 1.0,
                                        "exact_match": False}
-    r = code_accuracy(three, BOX)
+    r = code_accuracy_g(three, BOX)
     assert r["parameter_accuracy"] == pytest.approx((N_ARGS - 1) / N_ARGS) and r["command_accuracy"] == 1.0
+
+
+def test_code_accuracy_local_layout_counts_levels_of_the_sketch_grid():
+    # local default: BOX's sketch spans 0..0.5, so one level of its 2-token coordinates is 0.5 / 624 = 8e-4;
+    # moving the first line's end point by one level changes one low digit, which stays within tolerance
+    assert code_accuracy(BOX, BOX, LOCAL)["exact_match"]
+    one = BOX.replace("(0.5000,0.0000)->(0.5000,0.5000)", "(0.4992,0.0000)->(0.5000,0.5000)").replace(
+        "line (0.0000,0.0000)->(0.5000,0.0000)", "line (0.0000,0.0000)->(0.4992,0.0000)")
+    r = code_accuracy(one, BOX, LOCAL)
+    assert r["parameter_accuracy"] == 1.0 and not r["exact_match"]
+    far = one.replace("0.4992", "0.4000")
+    assert code_accuracy(far, BOX, LOCAL)["parameter_accuracy"] < 1.0
 
 
 def test_code_accuracy_words_and_commands():
     op = BOX.replace("new_body", "join")
-    assert code_accuracy(op, BOX)["parameter_accuracy"] == pytest.approx((N_ARGS - 1) / N_ARGS)
+    assert code_accuracy_g(op, BOX)["parameter_accuracy"] == pytest.approx((N_ARGS - 1) / N_ARGS)
     circ = replace_line(BOX, 8, "        circle c=(0.0000,0.5000) r=0.1000")
-    r = code_accuracy(circ, BOX)
+    r = code_accuracy_g(circ, BOX)
     assert r["command_accuracy"] == pytest.approx(8 / 9) and r["parameter_accuracy"] == pytest.approx(35 / 39)
 
 
 def test_code_accuracy_unparseable_text_and_misaligned_ids():
-    r = code_accuracy("extrude 1: oops\n", BOX)
+    r = code_accuracy_g("extrude 1: oops\n", BOX)
     assert r == {"parse": False, "command_accuracy": 0.0, "parameter_accuracy": 0.0, "exact_match": False}
     ids = TOK.encode(BOX)
     no_plane = ids[:13] + ids[26:]  # drop "plane" and its 12 values
-    r = code_accuracy(no_plane, BOX)
+    r = code_accuracy_g(no_plane, BOX)
     # pred: bbox extrude profile loop line1..4; true: bbox extrude plane profile loop line1..4
     # aligned: bbox, extrude match; profile/plane, loop/profile, line1/loop differ; line2..4 vs line1..3 match
     assert r["parse"] is False and r["command_accuracy"] == pytest.approx(5 / 9)
     # args: bbox 6 + extrude 4 + line2 vs line1 (a,0,a,a)~(0,0,a,0): 2, line3 vs line2: 2, line4 vs line3: 2
     assert r["parameter_accuracy"] == pytest.approx(16 / 39)
     with pytest.raises(ValueError, match="reference"):
-        code_accuracy(BOX, no_plane)
+        code_accuracy_g(BOX, no_plane)
 
 
 # -- geometry from code ----------------------------------------------------------------------------------------
@@ -174,3 +193,7 @@ def test_quantised_synth_models_stay_close_to_their_source():
     s = summarize_geometry(rows)
     assert s["invalid_rate"] == 0.0 and 0.85 < s["mean_iou"] < 1.0 and 0.0 < s["median_chamfer"] < 0.03
     assert all(r["iou"] < 1.0 for r in rows)  # quantisation really happened
+    # the default (local) layout: each sketch on its own grid, the frame with 2-token values
+    texts = [to_code(normalize(parse_model(make_model(0, 2, fam)))) for fam in sorted(FAMILIES)]
+    local = summarize_geometry([geometry_scores(LOCAL.decode(LOCAL.encode(t)), t) for t in texts])
+    assert local["invalid_rate"] == 0.0 and local["mean_iou"] > 0.99 and local["median_chamfer"] < 0.003

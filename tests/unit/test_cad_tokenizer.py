@@ -14,7 +14,7 @@ from lib.deepcad.synth import FAMILIES, make_model
 from tests.helpers.deepcad_data import BOX_CODE as BOX
 from tests.helpers.deepcad_data import FIXTURE
 
-TOK = CADTokenizer()
+TOK = CADTokenizer(layout="global")  # this file: the old global layout; test_cad_tokenizer_local.py: the default
 # Grid steps written out from the documented ranges (not read back from the tokenizer).
 STEP = {"coord": 2 / 256, "sketch": 4 / 256, "unit": 2 / 254, "angle": 4 * math.pi / 256}
 
@@ -200,7 +200,7 @@ def test_pad_batch():
 
 
 def test_save_load_round_trip_and_tamper_check(tmp_path):
-    tok = CADTokenizer(n_levels=64, sketch_range=(-1.5, 1.5))
+    tok = CADTokenizer(n_levels=64, sketch_range=(-1.5, 1.5), layout="global")
     tok.save(tmp_path / "t.json")
     back = CADTokenizer.load(tmp_path / "t.json")
     assert back.vocab == tok.vocab and back.vocab_size == 23 + 64

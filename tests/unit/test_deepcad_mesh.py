@@ -306,3 +306,19 @@ def test_hole_touching_outer_edge_gives_a_notch():
     mesh = build_mesh(seq(ext([profile], e1=1.0)))
     assert_solid(mesh)
     assert mesh.volume == pytest.approx(15.0, abs=1e-6)
+
+
+def test_half_circles_from_4_decimal_text_keep_their_stored_turning():
+    # a synthetic slot (slotted_plate) written at 4 decimals: the rounded centres miss the end points by more than
+    # 1e-3 r, so its ends are drawn from the end points, where both turnings sweep ~pi; the stored
+    # (counter-clockwise) turning must win, or an end bulges into the slot
+    arc = dict(radius=0.0559, start_angle=0.0, end_angle=3.1416, normal_z=1.0)
+    curves = (Line(start=(-0.5874, -0.3416), end=(-0.2903, -0.17)),
+              Arc(start=(-0.2903, -0.17), end=(-0.3461, -0.0733), center=(-0.3182, -0.1217),
+                  reference_vector=(0.5, -0.866), **arc),
+              Line(start=(-0.3461, -0.0733), end=(-0.6432, -0.2448)),
+              Arc(start=(-0.6432, -0.2448), end=(-0.5874, -0.3416), center=(-0.6153, -0.2932),
+                  reference_vector=(-0.5, 0.866), **arc))
+    r, length = 0.0559, math.hypot(0.5874 - 0.2903, 0.3416 - 0.17)
+    assert Polygon(loop_ring(Loop(curves=curves, is_outer=True))).area == pytest.approx(
+        2 * r * length + math.pi * r * r, rel=0.01)
