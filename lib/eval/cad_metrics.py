@@ -29,7 +29,8 @@ Per answer (:func:`score_one`, one mesh build per answer) and per method (:func:
   statement have no parameters to score and are left out of the method's mean (mean of per-answer means).
 - ``cd``: DeepCAD's Chamfer distance, :func:`deepcad_chamfer`: both meshes scaled (about the origin) by
   ``0.75 / max|truth bbox coordinate|`` (DeepCAD's ``CADSequence.normalize``: the truth is normalised, the
-  prediction lives in the same frame), a prediction with ``max|p| > 2`` rescaled to ``max|p| = 1`` (DeepCAD's
+  prediction lives in the same frame), independent samples for the two (so a perfect answer scores the sampling
+  floor, about ``2 area / (π n)``), a prediction with ``max|p| > 2`` rescaled to ``max|p| = 1`` (DeepCAD's
   out-of-bound fix), ``n_points`` seeded area-weighted samples on each surface, ``mean d² (true->pred) +
   mean d² (pred->true)`` (squared, summed, not halved). Method value: ``median_cd`` = median over valid answers
   times 10³ with 2,000 points (DeepCAD's default); ``median_cd_8192`` the same with 8,192 points.
@@ -156,16 +157,31 @@ def chamfer_sq(points_a: np.ndarray, points_b: np.ndarray) -> float:
     return float(np.mean(dab**2) + np.mean(dba**2))
 
 
-def deepcad_chamfer(pred: trimesh.Trimesh, true: trimesh.Trimesh, n_points: int = CD_POINTS, seed: int = 0,
-                    normalise: bool = True) -> float:
-    """DeepCAD's Chamfer distance of two meshes (module docstring); ``normalise=False`` skips the scaling."""
+def deepcad_chamfers(pred: trimesh.Trimesh, true: trimesh.Trimesh, n_points: Sequence[int], seed: int = 0,
+                     normalise: bool = True, independent: bool = True) -> list[float]:
+    """DeepCAD's Chamfer distance for each of ``n_points``: ``max(n_points)`` samples per surface are drawn once
+    and each figure uses their first ``n`` (a prefix of i.i.d. samples is itself such a sample, as DeepCAD draws
+    its 2,000 truth points out of 8,096). ``independent`` (DeepCAD: the truth's points are sampled apart from the
+    prediction's) draws the truth's samples with ``seed + 1``, so even a perfect answer scores the sampling floor,
+    about ``2 * area / (π n)``; ``independent=False`` uses one seed for both (a mesh against itself scores 0)."""
     if normalise:
         pred, true = deepcad_normalise(pred, true)
-    pp, _ = trimesh.sample.sample_surface(pred, int(n_points), seed=seed)
-    pt, _ = trimesh.sample.sample_surface(true, int(n_points), seed=seed)  # same seed: a mesh against itself scores 0
-    if normalise and np.max(np.abs(pp)) > 2:  # evaluate_ae_cd.py: normalise out-of-bound predictions
-        pp = pp / np.max(np.abs(pp))
-    return chamfer_sq(pt, pp)
+    top = max(int(n) for n in n_points)
+    pp, _ = trimesh.sample.sample_surface(pred, top, seed=seed)
+    pt, _ = trimesh.sample.sample_surface(true, top, seed=seed + 1 if independent else seed)
+    out = []
+    for n in n_points:
+        p = pp[:int(n)]
+        if normalise and np.max(np.abs(p)) > 2:  # evaluate_ae_cd.py: normalise out-of-bound predictions
+            p = p / np.max(np.abs(p))
+        out.append(chamfer_sq(pt[:int(n)], p))
+    return out
+
+
+def deepcad_chamfer(pred: trimesh.Trimesh, true: trimesh.Trimesh, n_points: int = CD_POINTS, seed: int = 0,
+                    normalise: bool = True, independent: bool = True) -> float:
+    """DeepCAD's Chamfer distance of two meshes (:func:`deepcad_chamfers`); ``normalise=False`` skips the scaling."""
+    return deepcad_chamfers(pred, true, (n_points,), seed=seed, normalise=normalise, independent=independent)[0]
 
 
 # -- one answer, one method -----------------------------------------------------------------------------------
@@ -197,11 +213,10 @@ def score_one(pred: str | None, true: str, tokenizer: CADTokenizer, *, tol: int 
     except Exception as err:  # noqa: BLE001 - any failure to parse or mesh makes the answer invalid
         return {**row, "valid": False, "iou": 0.0, "chamfer": nan, "cd": nan, "cd_hi": nan,
                 "error": f"{type(err).__name__}: {err}"}
+    cds = deepcad_chamfers(mesh, true_mesh, (cd_points, cd_points_hi) if cd_points_hi else (cd_points,), seed=seed)
     return {**row, "valid": True, "iou": volumetric_iou(mesh, true_mesh, seed=seed),
             "chamfer": chamfer_distance(mesh, true_mesh, n_points=n_points, seed=seed),
-            "cd": deepcad_chamfer(mesh, true_mesh, cd_points, seed=seed),
-            "cd_hi": deepcad_chamfer(mesh, true_mesh, cd_points_hi, seed=seed) if cd_points_hi else nan,
-            "error": None}
+            "cd": cds[0], "cd_hi": cds[1] if cd_points_hi else nan, "error": None}
 
 
 def _finite(values) -> np.ndarray:
@@ -251,5 +266,6 @@ def finite_or_none(d: Mapping) -> dict:
 
 
 __all__ = ["CD_POINTS", "CD_POINTS_HI", "NORM_FACTOR", "TOLERANCE", "best_of", "build", "chamfer_sq",
-           "deepcad_accuracy", "deepcad_chamfer", "deepcad_normalise", "finite_or_none", "score_one", "summarize",
+           "deepcad_accuracy", "deepcad_chamfer", "deepcad_chamfers", "deepcad_normalise", "finite_or_none",
+           "score_one", "summarize",
            "value_right"]
