@@ -12,11 +12,13 @@ Every validation image whose reference code builds a solid is answered by:
     most_frequent    the most frequent training code, for every image
     quantised_truth  the reference through the tokenizer (per-sketch frames): the ceiling, not a baseline
 and scored (lib/eval/cad_vlm.py): parse rate, command / parameter accuracy, exact match, invalid rate,
-volumetric IoU (invalid = 0) and Chamfer distance of the rebuilt solids.
+volumetric IoU (invalid = 0) and Chamfer distance of the rebuilt solids, plus DeepCAD's definitions
+(lib/eval/cad_metrics.py): acc_cmd, acc_param, median_cd / median_cd_8192 (x10^3), median_iou; with best_of > 1
+also model_best_of (the best of N beam candidates by IoU).
 
 Writes:
     <report_dir>/metrics.json   {n, model: {...}, nn_retrieval: {...}, nn_encoder: {...}, most_frequent: {...},
-                                 quantised_truth: {...}}
+                                 quantised_truth: {...}, model_best_of: {...} when best_of > 1}
     <report_dir>/report.md      the table, what each candidate is, the grid
     <report_dir>/grid.png       input view | prediction rendered | ground truth rendered, a few images
     <report_dir>/items.json     every image's answers and scores per candidate

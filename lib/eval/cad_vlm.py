@@ -22,7 +22,13 @@ Scores per candidate (:func:`score_answers`): ``parse_rate``, ``command_accuracy
 (within ``param_tolerance`` quantisation levels), ``exact_match`` (:func:`~lib.eval.cad_geometry.code_accuracy`),
 and geometry (:func:`~lib.eval.cad_geometry.geometry_scores`): ``invalid_rate`` (does not parse or mesh),
 ``mean_iou`` (exact volumetric IoU; an invalid answer counts as IoU 0), ``mean_chamfer`` / ``median_chamfer``
-(of valid answers, normalised-cube units).
+(of valid answers, normalised-cube units); and DeepCAD's definitions (:mod:`lib.eval.cad_metrics`): ``acc_cmd``,
+``acc_param`` (3 of 256 levels), ``median_cd`` / ``median_cd_8192`` (normalised squared Chamfer, median x10^3
+with 2,000 / 8,192 points), ``median_iou``.
+
+Best of N (``best_of > 1``, compact model only): a width-N beam search gives N candidates per image and the one
+with the highest IoU against the truth is scored (``metrics["model_best_of"]``), as the papers' best-of-N. The
+baselines answer one code per image, so their best-of-N equals their best-of-1 and is not repeated.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from annotated_types import Doc, Ge
 
 from lib.cad.tokenizer import ARGS, CADTokenizer
 from lib.config import Checked
-from lib.eval.cad_geometry import code_accuracy, geometry_scores, summarize_geometry
+from lib.eval.cad_metrics import best_of, build, finite_or_none, score_one, summarize
 from lib.models.cad_vlm import CADVLM, CADVLMConfig
 from lib.train.cad_vlm import to_model_input
 from lib.train.checkpoint import load_trained
@@ -57,7 +63,7 @@ DESCRIPTIONS = {
     "quantised_truth": "the reference through the tokenizer's grids (per-sketch frames; ceiling, not a baseline)",
 }
 SCORE_KEYS = ("parse_rate", "command_accuracy", "parameter_accuracy", "exact_match", "invalid_rate", "mean_iou",
-              "mean_chamfer", "median_chamfer")
+              "mean_chamfer", "median_chamfer", "acc_cmd", "acc_param", "median_iou", "median_cd", "median_cd_8192")
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,12 @@ class EvalCADVLMConfig(Checked):
     # quantisation levels a parameter may be off and still count as right
     param_tolerance: Annotated[int, Ge(0), Doc("levels")] = 1
     nn_pixels: Annotated[int, Ge(1)] = 32  # raw-pixel retrieval baseline: images box-downsampled to this size
-    chamfer_points: Annotated[int, Ge(1)] = 2048  # surface samples per mesh
+    chamfer_points: Annotated[int, Ge(1)] = 2048  # surface samples per mesh (mean_chamfer / median_chamfer)
+    cd_points: Annotated[int, Ge(1)] = 2000  # DeepCAD's Chamfer distance (median_cd): samples per surface
+    # the second DeepCAD Chamfer figure (median_cd_8192)
+    cd_points_hi: Annotated[int, Ge(1), Doc("null: not computed")] | None = 8192
+    # best of N by IoU (compact model, width-N beam search)
+    best_of: Annotated[int, Ge(1), Doc("1: not computed")] = 1
     seed: int = 0  # Chamfer sampling (and the sampled-IoU fallback)
     grid_rows: Annotated[int, Ge(1)] = 6  # rows of the input | prediction | truth PNG
     render_size: Annotated[int, Ge(1)] = 160  # px a tile in that PNG
@@ -95,6 +106,18 @@ def decode_or_none(ids: Sequence[int], tokenizer: CADTokenizer) -> str | None:
         return tokenizer.decode(ids)
     except ValueError:
         return None
+
+
+@torch.no_grad()
+def compact_candidates(model: CADVLM, images: torch.Tensor, tokenizer: CADTokenizer, n: int, *,
+                       batch_size: int = 16, max_len: int | None = None) -> list[list[str | None]]:
+    """Per image, the ``n`` answers of a width-``n`` constrained beam search, best first (best-of-N scoring)."""
+    out: list[list[str | None]] = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_input(images[start:start + batch_size])
+        for seqs in model.beam_candidates(x, tokenizer, n, max_len=max_len):
+            out.append([decode_or_none(s, tokenizer) for s in seqs])
+    return out
 
 
 @torch.no_grad()
@@ -191,27 +214,29 @@ def reference_builds(code: str) -> bool:
 
 
 def score_answers(answers: Sequence[str | None], truths: Sequence[str], tokenizer: CADTokenizer, *,
-                  tol: int = 1, n_points: int = 2048, seed: int = 0) -> tuple[dict[str, float], list[dict]]:
-    """Mean scores (:data:`SCORE_KEYS` plus ``n``) of ``answers`` against ``truths``, and one row per item.
+                  tol: int = 1, n_points: int = 2048, seed: int = 0, cd_points: int = 2000,
+                  cd_points_hi: int | None = 8192, truth_meshes: dict | None = None,
+                  ) -> tuple[dict[str, float], list[dict]]:
+    """Scores (:data:`SCORE_KEYS` plus ``n``, :func:`lib.eval.cad_metrics.summarize`) of ``answers`` against
+    ``truths``, and one row per item (:func:`lib.eval.cad_metrics.score_one`).
 
     ``None`` (or text that does not parse) is an answer with no tokens: accuracies 0, invalid, IoU 0.
+    ``truth_meshes`` (reference text -> mesh) caches the references' solids across calls.
     """
     if len(answers) != len(truths) or not truths:
         raise ValueError(f"score_answers: {len(answers)} answers for {len(truths)} references")
+    cache = {} if truth_meshes is None else truth_meshes
     rows = []
     for answer, truth in zip(answers, truths, strict=False):
-        text = answer if answer is not None else ""
-        acc = code_accuracy(text, truth, tokenizer, tol=tol)
-        geo = geometry_scores(text, truth, n_points=n_points, seed=seed)
-        rows.append({**acc, **geo})
-    summary = {"parse_rate": float(np.mean([r["parse"] for r in rows])),
-               "command_accuracy": float(np.mean([r["command_accuracy"] for r in rows])),
-               "parameter_accuracy": float(np.mean([r["parameter_accuracy"] for r in rows])),
-               "exact_match": float(np.mean([r["exact_match"] for r in rows]))}
-    geo = summarize_geometry(rows)
-    summary.update({k: geo[k] for k in ("invalid_rate", "mean_iou", "mean_chamfer", "median_chamfer")}, n=len(rows))
+        if truth not in cache:
+            try:
+                cache[truth] = build(truth)
+            except Exception as err:
+                raise ValueError(f"score_answers: a reference does not build ({err}); fix the reference") from err
+        rows.append(score_one(answer, truth, tokenizer, tol=tol, n_points=n_points, cd_points=cd_points,
+                              cd_points_hi=cd_points_hi, seed=seed, true_mesh=cache[truth]))
     # no valid answer: no Chamfer distance; null rather than NaN, which is not JSON
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}, rows
+    return finite_or_none(summarize(rows)), rows
 
 
 def invalid_reasons(rows: Sequence[Mapping[str, Any]], top: int = 5) -> dict[str, int]:
@@ -294,10 +319,23 @@ def evaluate(cfg: EvalCADVLMConfig, train_cfg: Any, conversations_dir: str | Pat
 
     metrics: dict[str, Any] = {"n": len(truths)}
     rows: dict[str, list[dict]] = {}
+    meshes: dict[str, Any] = {}
+    score = {"tol": cfg.param_tolerance, "n_points": cfg.chamfer_points, "seed": cfg.seed, "cd_points": cfg.cd_points,
+             "cd_points_hi": cfg.cd_points_hi, "truth_meshes": meshes}
     for name, candidate in answers.items():
-        metrics[name], rows[name] = score_answers(candidate, truths, tok, tol=cfg.param_tolerance,
-                                                  n_points=cfg.chamfer_points, seed=cfg.seed)
+        metrics[name], rows[name] = score_answers(candidate, truths, tok, **score)
         log.info("%s: %s", name, ", ".join(f"{k}={'–' if v is None else f'{v:.4g}'}" for k, v in metrics[name].items()))
+    if cfg.best_of > 1 and model is not None:
+        cands = compact_candidates(model, val_images, tok, cfg.best_of, batch_size=cfg.batch_size,
+                                   max_len=train_cfg.max_len)
+        flat = [(i, c) for i, cs in enumerate(cands) for c in cs]
+        _, flat_rows = score_answers([c for _, c in flat], [truths[i] for i, _ in flat], tok, **score)
+        per_image: list[list[dict]] = [[] for _ in truths]
+        for (i, _), r in zip(flat, flat_rows, strict=True):
+            per_image[i].append(r)
+        metrics["model_best_of"] = {**finite_or_none(summarize(best_of(per_image))), "best_of": cfg.best_of,
+                                    "mean_candidates": float(np.mean([len(c) for c in cands]))}
+        log.info("model, best of %d: mean IoU %.4g", cfg.best_of, metrics["model_best_of"]["mean_iou"])
     reasons = {name: invalid_reasons(rows[name]) for name in answers if metrics[name]["invalid_rate"] > 0}
     items = [{"id": r.get("id"), "image": r.get("image"),
               **{name: {"answer": answers[name][i], "iou": rows[name][i]["iou"], "valid": rows[name][i]["valid"],
@@ -314,7 +352,8 @@ def evaluate(cfg: EvalCADVLMConfig, train_cfg: Any, conversations_dir: str | Pat
                       f"compact CADVLM ({model.num_parameters():,} parameters, {size} px)"),
             "decoding": decoding, "val_models": len({str(r.get("id", "")).rsplit("_", 1)[0] for r in records}),
             "train": len(train.records), "skipped": skipped, "param_tolerance": cfg.param_tolerance,
-            "chamfer_points": cfg.chamfer_points, "invalid_reasons": reasons,
+            "chamfer_points": cfg.chamfer_points, "cd_points": cfg.cd_points, "cd_points_hi": cfg.cd_points_hi,
+            "best_of": cfg.best_of if model is not None else 1, "invalid_reasons": reasons,
             "descriptions": {k: v.format(px=cfg.nn_pixels) for k, v in DESCRIPTIONS.items() if k in answers}}
     return EvalResult(metrics, items, grid_items, info)
 
@@ -402,14 +441,32 @@ def render_report(metrics: Mapping[str, Any], info: Mapping[str, Any], grid_name
              ("| candidate | parse rate | command acc. | parameter acc. | exact match | invalid | mean IoU | "
              "mean Chamfer | median Chamfer |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name in METHODS:
-        if name not in metrics:
-            continue
+    names = [n for n in (*METHODS, "model_best_of") if n in metrics]
+
+    def label(name: str) -> str:
+        return f"`model`, best of {metrics[name]['best_of']}" if name == "model_best_of" else f"`{name}`"
+
+    for name in names:
         m = metrics[name]
-        lines.append(f"| `{name}` | {_fmt(m['parse_rate'], True)} | {_fmt(m['command_accuracy'], True)} | "
+        lines.append(f"| {label(name)} | {_fmt(m['parse_rate'], True)} | {_fmt(m['command_accuracy'], True)} | "
                      f"{_fmt(m['parameter_accuracy'], True)} | {_fmt(m['exact_match'], True)} | "
                      f"{_fmt(m['invalid_rate'], True)} | {_fmt(m['mean_iou'])} | {_fmt(m['mean_chamfer'])} | "
                      f"{_fmt(m['median_chamfer'])} |")
+    hi = info.get("cd_points_hi")
+    lines += ["", (f"DeepCAD's definitions (`lib/eval/cad_metrics.py`): ACC_cmd over statements (bbox aside), "
+                   f"ACC_param within < 3 of 256 levels over the parameters of right commands (words exact), "
+                   f"Chamfer distance of DeepCAD's normalisation (truth's largest |coordinate| 0.75), squared and "
+                   f"summed both ways, median over valid answers x10^3 with {info.get('cd_points', 2000)} and "
+                   f"{hi or '(not computed)'} points; best of N: the candidate of highest IoU "
+                   f"(compact model only: the baselines answer once)."), "",
+              "| candidate | ACC_cmd | ACC_param | invalid | mean IoU | median IoU | median CD x10^3 | "
+              f"median CD x10^3 ({hi or '-'} pts) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in names:
+        m = metrics[name]
+        lines.append(f"| {label(name)} | {_fmt(m['acc_cmd'], True)} | {_fmt(m['acc_param'], True)} | "
+                     f"{_fmt(m['invalid_rate'], True)} | {_fmt(m['mean_iou'])} | {_fmt(m['median_iou'])} | "
+                     f"{_fmt(m['median_cd'])} | {_fmt(m['median_cd_8192'])} |")
     lines += ["", "Candidates:", ""]
     lines += [f"- `{name}`: {desc}" for name, desc in info["descriptions"].items() if name in metrics]
     reasons = info.get("invalid_reasons") or {}
@@ -428,6 +485,7 @@ __all__ = [
     "EvalCADVLMConfig",
     "EvalResult",
     "compact_answers",
+    "compact_candidates",
     "comparison_grid",
     "decode_or_none",
     "encoder_features",

@@ -200,9 +200,30 @@ class CADVLM(nn.Module):
             prev = nxt
         return seqs
 
+    @torch.no_grad()
+    def beam_candidates(self, images: torch.Tensor, tokenizer: CADTokenizer, n: int, max_len: int | None = None,
+                        constrained: bool = True) -> list[list[list[int]]]:
+        """Per image, up to ``n`` token id sequences of a width-``n`` beam search, best (mean log-probability per
+        token) first; the first is what ``generate(beam=n)`` returns. For best-of-N scoring."""
+        max_len = int(max_len or self.cfg.max_len)
+        grammar = CADGrammar(tokenizer, max_len if constrained else None)
+        was_training = self.training
+        self.eval()
+        try:
+            grid, h = self.encode(images)
+            return [self._beam_pool(grid[i:i + 1], h[:, i:i + 1], tokenizer, grammar, max_len, n, constrained)[:n]
+                    for i in range(images.shape[0])]
+        finally:
+            self.train(was_training)
+
     def _beam_one(self, grid, h, tok: CADTokenizer, grammar: CADGrammar, max_len: int, beam: int,
                   constrained: bool) -> list[int]:
         """Beam search for one image (``grid [1, N, F]``, ``h [layers, 1, H]``)."""
+        return self._beam_pool(grid, h, tok, grammar, max_len, beam, constrained)[0]
+
+    def _beam_pool(self, grid, h, tok: CADTokenizer, grammar: CADGrammar, max_len: int, beam: int,
+                   constrained: bool) -> list[list[int]]:
+        """Beam search for one image: the finished sequences (else the alive ones), best first."""
         start = grammar.advance(grammar.initial(), tok.bos_id)
         alive = [([tok.bos_id], start, 0.0)]  # (ids, grammar state, sum log-prob)
         finished: list[tuple[list[int], float]] = []
@@ -233,7 +254,8 @@ class CADVLM(nn.Module):
                 break
             alive, h = new_alive, h_new[:, rows]
         pool = finished or [(a[0], a[2]) for a in alive]
-        return max(pool, key=lambda f: f[1] / len(f[0]))[0]
+        order = sorted(range(len(pool)), key=lambda i: -pool[i][1] / len(pool[i][0]))  # stable: max() picked first
+        return [pool[i][0] for i in order]
 
 
 def cad_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:

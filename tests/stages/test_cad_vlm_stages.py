@@ -20,7 +20,7 @@ TRAIN = {"batch_size": 8, "lr": 0.003, "betas": [0.9, 0.99], "warmup_steps": 1, 
          "model": {"channels": 8, "embed_dim": 32, "hidden": 64}, "early_stopping": {"patience": 3},
          "num_threads": 1}
 EVAL = {"report_dir": "reports/eval_cad_vlm", "grid_rows": 2, "render_size": 48, "chamfer_points": 256,
-        "max_images": 4, "hf_max_new_tokens": 12, "batch_size": 4, "num_threads": 1}
+        "max_images": 4, "hf_max_new_tokens": 12, "batch_size": 4, "num_threads": 1, "best_of": 2}
 
 
 def write_params(ws, name="params.yaml", **train):
@@ -71,12 +71,16 @@ def test_train_then_eval_compact_model_against_both_baselines(ws):
         assert metrics[name]["n"] == 4
     assert metrics["model"]["parse_rate"] == 1.0  # grammar-constrained decoding always parses
     assert metrics["quantised_truth"]["exact_match"] == 1.0
+    assert metrics["quantised_truth"]["acc_cmd"] == 1.0 and metrics["quantised_truth"]["acc_param"] == 1.0
+    best = metrics["model_best_of"]
+    assert best["best_of"] == 2 and set(SCORE_KEYS) <= set(best) and best["mean_iou"] >= 0.0
     items = json.loads((out / "items.json").read_text())
     assert len(items) == 4
     for name in ("model", "nn_retrieval", "most_frequent"):
         assert metrics[name]["mean_iou"] == pytest.approx(np.mean([it[name]["iou"] for it in items]))
     assert len({it["most_frequent"]["answer"] for it in items}) == 1
     report = (out / "report.md").read_text()
+    assert "| `model`, best of 2 |" in report and "ACC_param" in report
     assert "| `nn_retrieval` |" in report and "| `most_frequent` |" in report and "(grid.png)" in report
     from PIL import Image
     assert Image.open(out / "grid.png").size == (3 * 48, 2 * 48)
@@ -113,5 +117,6 @@ def test_tiny_llava_base_model_trains_two_lora_steps_through_the_stage(ws):
     assert metrics["model"]["invalid_rate"] == 1.0 and metrics["model"]["mean_iou"] == 0.0
     assert metrics["model"]["mean_chamfer"] is None  # no valid answer: no distance (null, not NaN)
     assert "nn_encoder" not in metrics and {"nn_retrieval", "most_frequent"} <= set(metrics)
+    assert "model_best_of" not in metrics  # best of N: compact model only
     assert "greedy (free text)" in (ws / "reports/eval_cad_vlm/report.md").read_text()
     assert "mean IoU: model 0.000" in ev.stderr
