@@ -428,6 +428,18 @@ def _fmt(value: float | None, pct: bool = False) -> str:
     return f"{100 * value:.1f}%" if pct else f"{value:.4f}"
 
 
+BASELINES = ("nn_retrieval", "nn_encoder", "most_frequent")
+
+
+def verdict(metrics: Mapping[str, Any]) -> str:
+    """One sentence: the model's mean IoU against the best trivial baseline's, and whether it wins or loses."""
+    base = max((n for n in BASELINES if n in metrics), key=lambda n: metrics[n]["mean_iou"])
+    model, best = metrics["model"]["mean_iou"], metrics[base]["mean_iou"]
+    outcome = "beats" if model > best else "loses to"
+    return (f"**Verdict:** the model's mean IoU {model:.4f} {outcome} the best baseline, `{base}` ({best:.4f}), "
+            f"by {abs(model - best):.4f}.")
+
+
 def render_report(metrics: Mapping[str, Any], info: Mapping[str, Any], grid_name: str = "grid.png") -> str:
     """report.md: what was measured on what, the table of candidates, and the grid."""
     lines = ["# eval_cad_vlm", "",
@@ -452,6 +464,7 @@ def render_report(metrics: Mapping[str, Any], info: Mapping[str, Any], grid_name
                      f"{_fmt(m['parameter_accuracy'], True)} | {_fmt(m['exact_match'], True)} | "
                      f"{_fmt(m['invalid_rate'], True)} | {_fmt(m['mean_iou'])} | {_fmt(m['mean_chamfer'])} | "
                      f"{_fmt(m['median_chamfer'])} |")
+    lines += ["", verdict(metrics)]
     hi = info.get("cd_points_hi")
     lines += ["", (f"DeepCAD's definitions (`lib/eval/cad_metrics.py`): ACC_cmd over statements (bbox aside), "
                    f"ACC_param within < 3 of 256 levels over the parameters of right commands (words exact), "

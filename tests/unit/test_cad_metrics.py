@@ -149,3 +149,14 @@ def test_score_one_of_boxes_and_best_of():
     assert math.isnan(score_one(BOX, BOX, TOK, cd_points_hi=None)["cd_hi"])  # not computed
     picked = best_of([[tall, same], [same, dict(same)]])
     assert picked[0] is same and picked[1] is same  # highest IoU; ties to the first candidate
+
+
+def test_the_report_verdict_names_the_best_baseline_and_says_win_or_loss():
+    from lib.eval.cad_vlm import verdict
+
+    metrics = {"model": {"mean_iou": 0.05}, "nn_retrieval": {"mean_iou": 0.056}, "nn_encoder": {"mean_iou": 0.058},
+               "most_frequent": {"mean_iou": 0.04}, "quantised_truth": {"mean_iou": 0.99}}  # the ceiling is no baseline
+    assert verdict(metrics) == ("**Verdict:** the model's mean IoU 0.0500 loses to the best baseline, `nn_encoder` "
+                                "(0.0580), by 0.0080.")
+    metrics["model"]["mean_iou"] = 0.07
+    assert "0.0700 beats the best baseline, `nn_encoder`" in verdict(metrics)
