@@ -269,6 +269,18 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def psnr_verdict(gains_db: list[float]) -> str:
+    """One sentence: whether the VAE beats bicubic at equal values at every size, at none, or at some."""
+    lo, hi = min(gains_db), max(gains_db)
+    if lo > 0:
+        return f"**Verdict:** the VAE beats bicubic (equal values) at every size, by {lo:.2f} to {hi:.2f} dB."
+    if hi < 0:
+        return f"**Verdict:** the VAE loses to bicubic (equal values) at every size, by {-hi:.2f} to {-lo:.2f} dB."
+    wins = sum(g > 0 for g in gains_db)
+    return (f"**Verdict:** the VAE beats bicubic (equal values) at {wins} of {len(gains_db)} sizes "
+            f"(Δ from {lo:+.2f} to {hi:+.2f} dB).")
+
+
 def inference_md(stage_metrics: Mapping[str, Any], points: list[tuple[int, int]]) -> list[str]:
     """Lines saying how the largest point was run and how far chunks and tiles land from a whole run."""
     lines = []
@@ -318,6 +330,8 @@ def render_markdown(metrics: Mapping[str, Any], runs: Mapping[str, VideoVAETrain
                          f"{_fmt(v['kl_per_element'], 3)} | {_fmt(b['psnr'])} | {_fmt(b['ssim'], 3)} | "
                          f"{v['values_per_element']:.4f} : {b['values_per_element']:.4f} | {_fmt(g['psnr'])} | "
                          f"{e['psnr_gain_db']:+.2f} |")
+        gains = [metrics[stage][point_name(*p)]["psnr_gain_db"] for p in points]
+        lines += ["", psnr_verdict(gains)]
         lines += inference_md(metrics[stage], points)
         lines += [""] + [f"![{stage} {p[0]} px](strip_{stage}_{point_name(*p)}.png)" for p in points] + [
             "", "Strips: input | VAE | bicubic (equal values), middle frame.", ""]
@@ -333,6 +347,7 @@ __all__ = [
     "evaluate_model",
     "evaluate_video_vae",
     "inference_md",
+    "psnr_verdict",
     "probe_inference",
     "InferencePlan",
     "load_vae",

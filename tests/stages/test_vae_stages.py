@@ -87,6 +87,7 @@ def test_train_both_then_evaluate(tmp_path, monkeypatch):
         assert metrics[stage]["8px_2f"]["vae"]["ssim"] is None  # frames under 11 px: no SSIM window
         assert 0 < metrics[stage]["16px_4f"]["vae"]["ssim"] <= 1
     assert "### train_curriculum" in markdown and "| 16 px, 4 f |" in markdown
+    assert markdown.count("**Verdict:** the VAE") == 2  # one plain sentence per trainer against its baseline
     # the largest point ran in temporal chunks (exact); tiles of half its side were probed, their cost measured
     for stage in ("train_video_vae", "train_curriculum"):
         probe = metrics[stage]["16px_4f"]["inference"]

@@ -192,3 +192,13 @@ def test_reconstruct_mean_runs_whole_chunked_or_tiled_with_the_same_layout():
     assert tiled.shape == x.shape and torch.isfinite(tiled).all() and float((tiled - whole).abs().mean()) > 0
     with pytest.raises(ValueError, match="chunk_frames: 3 is not a multiple of temporal_compression=2"):
         reconstruct_mean(model, x, chunk_frames=3)
+
+
+def test_the_eval_verdict_says_win_loss_or_mixed_with_the_margins():
+    from lib.eval.video_vae import psnr_verdict
+
+    assert psnr_verdict([-5.6, -7.0, -9.1]) == ("**Verdict:** the VAE loses to bicubic (equal values) at every size, "
+                                                "by 5.60 to 9.10 dB.")
+    assert psnr_verdict([1.2, 0.5]) == ("**Verdict:** the VAE beats bicubic (equal values) at every size, "
+                                        "by 0.50 to 1.20 dB.")
+    assert "at 1 of 2 sizes (Δ from -0.30 to +0.40 dB)" in psnr_verdict([0.4, -0.3])
