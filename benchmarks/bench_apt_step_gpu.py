@@ -140,6 +140,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--json", type=Path, help="merge the figures into this JSON under 'step' "
                     "(reports/benchmarks/apt_gpu.json)")
+    ap.add_argument("--only", action="append", choices=list(VARIANTS), metavar="VARIANT",
+                    help="run only this variant (repeatable; the first is the speed-up's reference); "
+                         f"variants: {'; '.join(VARIANTS)}")
     ap.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     ap.add_argument("--profile", action="store_true",
                     help="with --variant NAME: print torch.profiler's top ops (by CUDA time) over 4 steps")
@@ -157,9 +160,10 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; G {cfg.model} + PatchDiscriminator3D"
           f"(channels={cfg.disc_channels}); loss {cfg.loss}; batch {args.batch} x {args.frames} frames, "
           f"LQ {cfg.lq_size}^2 -> HQ {args.hq}^2", flush=True)
-    flops = {name: count_flops(args, name) for name in VARIANTS}
+    names = args.only or list(VARIANTS)
+    flops = {name: count_flops(args, name) for name in names}
     rows = []
-    for name in VARIANTS:
+    for name in names:
         cmd = [sys.executable, __file__, "--variant", name, *sys.argv[1:]]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -58,7 +58,9 @@ def sharded_stage_main(fanout: Any, doc: str) -> None:
         p.add_argument("--digest", help="the digest the caller planned with (Snakemake passes the one in the file "
                                         "name); refuse to write anything when the digest now differs")
     sub.add_parser("merge", help="verify and merge the plan's shards")
-    sub.add_parser("run", help="every shard, then merge, in this process (no Snakemake)")
+    run = sub.add_parser("run", help="every shard, then merge, without Snakemake (machines that lack it)")
+    run.add_argument("-j", "--jobs", type=int, default=1,
+                     help="shards at a time, each in its own process (default 1: all in this process)")
     args = parser.parse_args()
 
     root = load_section(args.params, fanout.source[0], fanout.source[1]).root
@@ -81,6 +83,26 @@ def sharded_stage_main(fanout: Any, doc: str) -> None:
         log.info("summary: %s", fanout.merge(root, cfg))
     else:
         with exclusive(cfg.out, f"{name} fan-out root"):
-            for i in range(cfg.shards):
-                fanout.run_shard(root, cfg, i, progress=progress)
+            if args.jobs > 1:
+                _run_shard_processes(fanout.entry, args.params, cfg.shards, args.jobs)
+            else:
+                for i in range(cfg.shards):
+                    fanout.run_shard(root, cfg, i, progress=progress)
             log.info("summary: %s", fanout.merge(root, cfg))
+
+
+def _run_shard_processes(entry: str, params: str, shards: int, jobs: int) -> None:
+    """Run ``python -m <entry> shard -i N`` for every shard, ``jobs`` at a time; raise naming the failed ones."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(index: int) -> tuple[int, subprocess.CompletedProcess]:
+        cmd = [sys.executable, "-m", entry, "--params", params, "--no-progress", "shard", "--index", str(index)]
+        return index, subprocess.run(cmd, capture_output=True, text=True)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        failed = [(i, proc) for i, proc in pool.map(one, range(shards)) if proc.returncode != 0]
+    if failed:
+        tails = "; ".join(f"shard {i}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}" for i, proc in failed)
+        raise RuntimeError(f"{len(failed)} of {shards} shards failed ({tails}); fix it and run again")

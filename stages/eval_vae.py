@@ -5,7 +5,8 @@
 Video (lib.eval.video_vae.evaluate_video_vae): final weights of train_video_vae and train_curriculum,
 reconstruction PSNR / SSIM / KL per latent element on `clips` validation clips (chosen by `seed`) at every
 curriculum resolution and at train_video_vae's, against bicubic down/up at the same number of stored values.
-Audio (lib.eval.audio_vae.evaluate_audio_vae): final weights of train_audio_vae; see that module.
+Audio (lib.eval.audio_vae.evaluate_audio_vae): final weights of train_audio_vae; see that module. A trainer
+whose section is null (e.g. `train_audio_vae: null` in a GPU run's params file) is not evaluated.
 
 Params: section eval_vae (report_dir, seed, clips, clip_stride, strip_clips, batch_size), the audio evaluator's
 eval_audio_vae, and the trainers' sections.
@@ -34,7 +35,11 @@ def main() -> None:
     cfg = from_dict(EvalVAEConfig, read_params(args.params).get("eval_vae") or {}, f"{args.params}: eval_vae")
     report_dir = Path(cfg.report_dir)
     video, video_md = evaluate_video_vae(args.params, report_dir)
-    audio, audio_md = evaluate_audio_vae(args.params, report_dir)
+    if read_params(args.params).get("train_audio_vae") is None:
+        audio = {"skipped": "train_audio_vae is null"}
+        audio_md = "## Audio VAE\n\nNot evaluated: `train_audio_vae` is null in the params file."
+    else:
+        audio, audio_md = evaluate_audio_vae(args.params, report_dir)
     atomic_write_json(report_dir / "metrics.json", {"video": video, "audio": audio})
     atomic_write_text(report_dir / "report.md", "# eval_vae: video and audio VAEs on held-out data\n\n"
                       + video_md.rstrip() + "\n\n" + audio_md.rstrip() + "\n")

@@ -60,6 +60,9 @@ class TrainConfig(Checked):
     lora_alpha: Annotated[int, Ge(1)] = 16
     lora_targets: list[str] = field(default_factory=list)  # glob patterns of module names
     nan_policy: Literal["stop", "skip"] = "stop"  # stop raises TrainingDiverged; skip zeroes grads, skips the step
+    # wall-clock budget of one invocation (a lease, a SLURM time limit): the run checkpoints and ends with
+    # stop_reason "time" once it is spent; a rerun resumes with a fresh budget. None: no limit.
+    max_minutes: Annotated[float, Gt(0)] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

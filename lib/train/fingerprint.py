@@ -15,7 +15,7 @@ from typing import Any
 
 # Keys that change how a run is watched or stored, not what it computes: a rerun may change them and resume.
 BOOKKEEPING = ("out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "keep_superseded", "tracker",
-               "tracker_dir")
+               "tracker_dir", "max_minutes")
 # Paths whose content, not name, is the input: the fingerprint holds their digest instead.
 CONTENT_PATHS = ("init_from",)
 

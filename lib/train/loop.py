@@ -43,9 +43,11 @@ Run length: ``cfg.steps`` optimiser steps, unless the run ends earlier because
 - ``early_stopping=`` (:class:`~lib.train.curriculum.EarlyStopping`) saw its metric plateau. With a
   curriculum it is reset at each phase change (the loss scale changes with the resolution).
 
-``final/metrics.json`` says why the run ended: ``stop_reason`` (``"steps"``, ``"curriculum"`` or
-``"early_stopping"``) and ``stopped_early`` (true for early stopping). Both objects are checkpointed, so
-a resumed run continues mid-phase, and rerunning a stopped run is a no-op as for a finished one.
+``final/metrics.json`` says why the run ended: ``stop_reason`` (``"steps"``, ``"curriculum"``,
+``"early_stopping"`` or ``"time"``: ``cfg.max_minutes`` of this invocation's wall clock were spent; a rerun
+resumes from that checkpoint with a fresh budget) and ``stopped_early`` (true for early stopping). Both
+objects are checkpointed, so a resumed run continues mid-phase, and rerunning a stopped run is a no-op as for
+a finished one.
 
 Validation (``validate_fn(trainer, step) -> {name: scalar}``, every ``val_every`` steps): models in
 eval mode, ``torch.no_grad``, torch RNG forked (validation does not change the training trajectory);
@@ -75,6 +77,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,7 +114,7 @@ StepFn = Callable[["Trainer", Any, int], Mapping[str, Any]]
 DataFn = Callable[[int], Iterator[Any]]
 PhaseDataFn = Callable[[int, PhaseConfig], Iterator[Any]]  # data(start_step, phase), with a curriculum
 ValidateFn = Callable[["Trainer", int], Mapping[str, Any]]
-STOP_REASONS = ("steps", "curriculum", "early_stopping")
+STOP_REASONS = ("steps", "curriculum", "early_stopping", "time")
 
 
 class Trainer:
@@ -329,6 +332,7 @@ class Trainer:
         total = cfg.steps if self.curriculum is None else min(cfg.steps, self.curriculum.max_steps)
         bar = tqdm(total=total, initial=min(state.step, total),
                    disable=not (progress and acc.is_local_main_process), desc="train")
+        self._deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
         self.stop_reason = self._stop_reason()
         try:
             while self.stop_reason is None:
@@ -508,7 +512,15 @@ class Trainer:
             return "curriculum"
         if self.early_stopping is not None and self.early_stopping.should_stop:
             return "early_stopping"
-        return "steps" if self.state.step >= self.cfg.steps else None
+        if self.state.step >= self.cfg.steps:
+            return "steps"
+        deadline = getattr(self, "_deadline", None)
+        if deadline is None:
+            return None
+        spent = torch.tensor(float(time.monotonic() >= deadline), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:  # every rank stops at the same step, or DDP hangs
+            spent = self.accelerator.reduce(spent, reduction="sum")
+        return "time" if spent.item() > 0 else None
 
     def _open_data(self) -> Iterator[Any]:
         if self.curriculum is None:

@@ -1,6 +1,8 @@
 """`python -m stages.ingest_ssv2` on tiny data: help, plan, run, and a clear error on a bad param."""
 import json
+import shutil
 
+import pandas as pd
 import yaml
 
 from tests.helpers.ssv2_data import H, make_bad_root
@@ -33,6 +35,20 @@ def test_plan_then_run_on_bad_corpus(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert summary["videos"] == len(good) and summary["quarantined"] == len(cases) + 1
+
+
+def test_run_with_jobs_equals_run_in_one_process(tmp_path):
+    make_bad_root(tmp_path / "root", tmp_path / "outside")
+    write_params(tmp_path)
+    assert stage(["--no-progress", "run"], tmp_path).returncode == 0
+    one = pd.read_parquet(tmp_path / "out/manifest.parquet")
+    one_summary = (tmp_path / "out/summary.json").read_text()
+    shutil.rmtree(tmp_path / "out")
+    proc = stage(["--no-progress", "run", "--jobs", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out/manifest.parquet"), one)
+    assert (tmp_path / "out/summary.json").read_text() == one_summary
+    assert len(list((tmp_path / "out/shards").glob("shard-*.parquet"))) == 2
 
 
 def test_bad_param_fails_before_work_naming_the_key(tmp_path):

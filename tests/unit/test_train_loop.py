@@ -285,3 +285,29 @@ def test_wandb_tracker_writes_an_offline_run_under_out_dir(tmp_path, monkeypatch
     history = [p for p in runs[0].rglob("*.wandb")]
     assert history and history[0].stat().st_size > 0
     assert math.isfinite(metrics["loss/D"])
+
+
+def test_max_minutes_ends_with_a_checkpoint_and_a_rerun_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import lib.train.loop as loop
+
+    clock = [1000.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+
+    def slow_step(trainer, batch, step):  # each step takes 25 s of the fake clock
+        clock[0] += 25.0
+        return gan_step(trainer, batch, step)
+
+    full = _cfg(tmp_path, "full")
+    _run(full)
+    timed = _cfg(tmp_path, "timed", max_minutes=1.0)
+    trainer, _ = _run(timed, slow_step)
+    # 60 s at 25 s a step: the budget is spent after the third step, which is checkpointed and final
+    assert trainer.stop_reason == "time" and trainer.state.step == 3
+    assert latest_checkpoint(timed.out_dir).name == "step-000003"
+    assert json.loads((Path(timed.out_dir) / "final" / "metrics.json").read_text())["stop_reason"] == "time"
+    trainer, _ = _run(dataclasses.replace(timed, max_minutes=None))
+    assert trainer.resumed_from.name == "step-000003" and trainer.stop_reason == "steps"
+    final_full, final_timed = _final(full), _final(timed)
+    for name in final_full:
+        for key in final_full[name]:
+            assert torch.equal(final_full[name][key], final_timed[name][key]), (name, key)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU training runs of issues 12 and 13 on one GPU machine without DVC or Snakemake, side by side:
+#   APT (train_apt GPU preset, SeedVR2's rpgan_r1r2 loss, realesrgan_video degradations) on 240-px SSv2-format
+#   clips, then eval_apt; and the video VAE curriculum (GPU preset, 256 -> 512 -> 1024 px) on clips rendered at
+#   1024 px, then eval_vae. Both data sets are rendered here by synth_ssv2. Each trainer stops after MINUTES of
+#   wall clock (train_*.max_minutes) with a checkpoint and its final weights.
+#   usage: bash benchmarks/gpu_runs.sh OUT_DIR [MINUTES] [VAE_STEPS_256,512,1024]
+# BETWEEN='cmd' runs while the data is rendered, before the trainers take the GPU.
+# APT_OVERRIDES / VAE_OVERRIDES: more dotted.key=value pairs for benchmarks/gpu_params.py (a CPU smoke test).
+# Logs, timings, both eval reports (eval_apt/, eval_vae/) and the final metrics land in OUT_DIR. On a workstation
+# with DVC, the same params files work with `dvc exp run` (copy them over params.yaml).
+set -uo pipefail
+out=${1:?OUT_DIR}; minutes=${2:-6}; IFS=, read -r s256 s512 s1024 <<<"${3:-150,25,4}"
+py=${PYTHON:-python3}
+mkdir -p "$out"
+$py benchmarks/gpu_params.py apt "$out/apt.yaml" synth_ssv2.count=480 synth_ssv2.workers=4 \
+  train_apt.tracker=none train_apt.steps=4000 train_apt.warmup_steps=100 "train_apt.max_minutes=$minutes" \
+  train_apt.checkpoint_every=500 train_apt.compile=true train_apt.degrade.kind=realesrgan_video \
+  train_apt.loss.kind=rpgan_r1r2 train_apt.loss.r1=1000 train_apt.loss.r2=1000 train_apt.loss.fm=0.1 \
+  train_apt.loss.recon=1.0 train_apt.val_clips=16 synth_ssv2.min_seconds=3.0 \
+  eval_apt.flicker_clip_frames=32 eval_apt.flicker_chunk_frames=16 "eval_apt.report_dir=$out/eval_apt" ${APT_OVERRIDES:-} || exit
+$py benchmarks/gpu_params.py vae "$out/vae.yaml" synth_ssv2.count=144 synth_ssv2.workers=8 \
+  train_curriculum.tracker=none "train_curriculum.max_minutes=$minutes" train_curriculum.clip_stride=1 \
+  train_curriculum.val_every=50 train_curriculum.val_clips=2 train_curriculum.checkpoint_every=100 \
+  "train_curriculum.curriculum.phases.0.steps=$s256" train_curriculum.curriculum.phases.0.warmup_steps=20 \
+  "train_curriculum.curriculum.phases.1.steps=$s512" train_curriculum.curriculum.phases.1.warmup_steps=5 \
+  "train_curriculum.curriculum.phases.2.steps=$s1024" train_curriculum.curriculum.phases.2.warmup_steps=1 \
+  eval_vae.clips=6 eval_vae.batch_size=1 eval_vae.clip_stride=1 "eval_vae.report_dir=$out/eval_vae" ${VAE_OVERRIDES:-} || exit
+# data first (CPU only, both chains at once); BETWEEN (a command, e.g. a GPU benchmark) runs meanwhile
+chain() {  # chain NAME WORKERS STAGE...: one run_stages.py chain, its log and timings under OUT_DIR
+  local name=$1 workers=$2; shift 2
+  $py benchmarks/run_stages.py --params "$out/$name.yaml" --jobs "$workers" --loader-workers "$workers" \
+    --loader-backend pyav --timings "$out/${name}_$1.json" "$@" >>"$out/${name}_run.log" 2>&1
+}
+chain apt 4 synth_ssv2 ingest_ssv2 validate_ssv2 & a=$!
+chain vae 8 synth_ssv2 ingest_ssv2 validate_ssv2 & v=$!
+if [[ -n "${BETWEEN:-}" ]]; then eval "$BETWEEN"; fi
+wait $a || { echo "apt data chain failed: $out/apt_run.log"; tail -5 "$out/apt_run.log"; }
+wait $v || { echo "vae data chain failed: $out/vae_run.log"; tail -5 "$out/vae_run.log"; }
+chain apt 6 train_apt eval_apt & a=$!
+chain vae 8 train_curriculum eval_vae & v=$!
+wait $a; echo "apt chain exit $?"; wait $v; echo "vae chain exit $?"
+for f in data/models/train_apt/final/metrics.json data/models/train_curriculum/final/metrics.json; do
+  echo "== $f"; cat "$f" 2>/dev/null; echo
+  cp "$f" "$out/$(basename "$(dirname "$(dirname "$f")")")_final_metrics.json" 2>/dev/null
+done
