@@ -35,11 +35,7 @@ def main() -> None:
     cfg = from_dict(EvalVAEConfig, read_params(args.params).get("eval_vae") or {}, f"{args.params}: eval_vae")
     report_dir = Path(cfg.report_dir)
     video, video_md = evaluate_video_vae(args.params, report_dir)
-    if read_params(args.params).get("train_audio_vae") is None:
-        audio = {"skipped": "train_audio_vae is null"}
-        audio_md = "## Audio VAE\n\nNot evaluated: `train_audio_vae` is null in the params file."
-    else:
-        audio, audio_md = evaluate_audio_vae(args.params, report_dir)
+    audio, audio_md = evaluate_audio_vae(args.params, report_dir)
     atomic_write_json(report_dir / "metrics.json", {"video": video, "audio": audio})
     atomic_write_text(report_dir / "report.md", "# eval_vae: video and audio VAEs on held-out data\n\n"
                       + video_md.rstrip() + "\n\n" + audio_md.rstrip() + "\n")

@@ -224,12 +224,16 @@ def render_section(metrics: Mapping[str, Any], png: str | None) -> str:
 
 def evaluate_audio_vae(params_path: str | Path, report_dir: Path) -> tuple[dict, str]:
     """Evaluate the trained audio VAE of ``params_path`` (sections train_audio_vae, audio, eval_audio_vae);
-    write the spectrogram PNG into ``report_dir``; return ``(metrics, markdown section)``.
+    write the spectrogram PNG into ``report_dir``; return ``(metrics, markdown section)``. A null
+    ``train_audio_vae`` section returns ``({"skipped": ...}, a section saying so)``.
 
     Weights: ``<train_audio_vae.out_dir>/final/{ema,raw}/vae.safetensors`` (``eval_audio_vae.weights``).
     """
     params_path, report_dir = Path(params_path), Path(report_dir)
-    cfg = from_section(read_params(params_path).get("train_audio_vae"), f"{params_path}: train_audio_vae")
+    section = read_params(params_path).get("train_audio_vae")
+    if section is None:  # as for the video trainers: a null section is not evaluated (e.g. a GPU video-only run)
+        return {"skipped": "train_audio_vae is null"}, "## Audio VAE\n\nNot evaluated: `train_audio_vae` is null."
+    cfg = from_section(section, f"{params_path}: train_audio_vae")
     folder = load_section(params_path, "audio", AudioFolderConfig)
     ev = load_section(params_path, "eval_audio_vae", EvalAudioVAEConfig)
     check_sample_rate(cfg, folder, str(params_path))

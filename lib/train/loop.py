@@ -163,6 +163,7 @@ class Trainer:
         self.cfg, self.step_fn, self.data = cfg, step_fn, data
         self.curriculum, self.early_stopping, self.validate_fn = curriculum, early_stopping, validate_fn
         self.stop_reason: str | None = None  # why run() ended: one of STOP_REASONS
+        self._deadline: float | None = None  # time.monotonic() at which cfg.max_minutes are spent (set by run)
         self._batches: Iterator[Any] = iter(())  # run() opens the data; a phase change reopens it
         self.out_dir = Path(cfg.out_dir)
         self.monitor = monitor
@@ -514,13 +515,13 @@ class Trainer:
             return "early_stopping"
         if self.state.step >= self.cfg.steps:
             return "steps"
-        deadline = getattr(self, "_deadline", None)
-        if deadline is None:
+        if self._deadline is None:
             return None
-        spent = torch.tensor(float(time.monotonic() >= deadline), device=self.accelerator.device)
+        spent = time.monotonic() >= self._deadline
         if self.accelerator.num_processes > 1:  # every rank stops at the same step, or DDP hangs
-            spent = self.accelerator.reduce(spent, reduction="sum")
-        return "time" if spent.item() > 0 else None
+            flag = torch.tensor(float(spent), device=self.accelerator.device)
+            spent = self.accelerator.reduce(flag, reduction="sum").item() > 0
+        return "time" if spent else None
 
     def _open_data(self) -> Iterator[Any]:
         if self.curriculum is None:

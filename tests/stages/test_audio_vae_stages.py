@@ -102,3 +102,12 @@ def test_train_audio_vae_stops_at_a_failed_validation(tmp_path):
     assert len(errors) == 1 and "1 validation threshold(s) failed" in errors[0]
     assert "dvc repro validate_audio" in errors[0]
     assert not (tmp_path / "models/avae").exists()  # stopped before reading audio or writing anything
+
+
+def test_a_null_audio_trainer_is_reported_as_not_evaluated(tmp_path):
+    from lib.eval.audio_vae import evaluate_audio_vae
+
+    (tmp_path / "p.yaml").write_text("train_audio_vae: null\n")
+    metrics, section = evaluate_audio_vae(tmp_path / "p.yaml", tmp_path / "eval")
+    assert metrics == {"skipped": "train_audio_vae is null"}
+    assert "Not evaluated" in section and not (tmp_path / "eval").exists()
