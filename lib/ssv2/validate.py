@@ -96,6 +96,10 @@ class ValidateSSv2Config(Checked):
     max_label_mismatches: Annotated[int, Ge(0)] = 0  # labelled rows whose label, template or class index disagree
     min_videos_per_class: Annotated[int, Ge(0)] = 3  # labelled (train + validation) videos of every class present
     min_videos: Annotated[int, Ge(0)] = 10  # good videos in the manifest
+    # the trainers draw batches from train and validate on validation; a manifest without either fails here
+    # instead of as a traceback in the middle of a training run
+    min_train_videos: Annotated[int, Ge(0)] = 1
+    min_validation_videos: Annotated[int, Ge(0)] = 1
     exposure_trainers: list[str] = field(default_factory=lambda: ["train_apt", "train_video_vae"])
     exposure_bands: ExposureBands = field(default_factory=ExposureBands)
 
@@ -381,6 +385,14 @@ def evaluate_thresholds(metrics: dict, cfg: ValidateSSv2Config) -> list[Threshol
     key = f"{SECTION}.min_videos"
     out.append(ThresholdResult(key, cfg.min_videos, str(videos), () if videos >= cfg.min_videos else (
         f"manifest has {_videos(videos, 'good')}, {cfg.min_videos - videos} below {key}={cfg.min_videos}",)))
+
+    for split in ("train", "validation"):
+        key, limit = f"{SECTION}.min_{split}_videos", getattr(cfg, f"min_{split}_videos")
+        n = metrics["splits"].get(split, 0)
+        out.append(ThresholdResult(key, limit, str(n), () if n >= limit else (
+            f"the {split} split has {_videos(n)}, {limit - n} below {key}={limit}; the trainers "
+            f"{'draw batches from' if split == 'train' else 'validate on'} it (check the source's {split} "
+            "label file, or what was quarantined)",)))
 
     items = metrics["totals"]["items"]
     for name, part, what in (("max_quarantine_fraction", metrics["quarantine"]["count"], "quarantined"),

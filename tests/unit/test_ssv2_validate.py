@@ -252,7 +252,8 @@ def test_every_threshold_failure_names_its_key_value_and_shortfall():
                              min_videos_per_class=4)
     msgs = check_thresholds(metrics_of(manifest_of(rows), quarantine, cfg=cfg), cfg)
     text = "\n".join(msgs)
-    assert len(msgs) == 6, text
+    assert len(msgs) == 7, text
+    assert "the validation split has 0 videos, 1 below validate_ssv2.min_validation_videos=1" in text
     assert "manifest has 2 good videos, 3 below validate_ssv2.min_videos=5" in text
     # 4 of 6 items quarantined: 0.6667, 0.1667 above 0.5
     assert ("quarantined fraction is 0.6667 (4 of 6 items), "
@@ -261,6 +262,19 @@ def test_every_threshold_failure_names_its_key_value_and_shortfall():
     assert "1 duplicate ids, 1 above validate_ssv2.max_duplicate_ids=0" in text
     assert "1 above validate_ssv2.max_label_mismatches=0" in text
     assert "class 'Moving something up' has 2 videos, 2 below validate_ssv2.min_videos_per_class=4" in text
+
+
+@pytest.mark.parametrize("missing", ["train", "validation"])
+def test_a_manifest_without_a_trainer_split_fails(missing):
+    man = balanced_manifest()
+    man = man[man["split"] != missing]
+    cfg = ValidateSSv2Config(min_videos=1, min_videos_per_class=1)
+    msgs = check_thresholds(metrics_of(man, cfg=cfg), cfg)
+    assert msgs == [f"the {missing} split has 0 videos, 1 below validate_ssv2.min_{missing}_videos=1; the trainers "
+                    f"{'draw batches from' if missing == 'train' else 'validate on'} it (check the source's "
+                    f"{missing} label file, or what was quarantined)"]
+    cfg0 = ValidateSSv2Config(min_videos=1, min_videos_per_class=1, **{f"min_{missing}_videos": 0})
+    assert check_thresholds(metrics_of(man, cfg=cfg0), cfg0) == []
 
 
 # ------------------------------------------------------------------------------------------ plots, report
