@@ -2,8 +2,11 @@
 
 One conversation per rendered (model, view) of each split in build_cad_conversations.splits: the
 human turn is "<image>\\n" + a prompt from build_cad_conversations.prompts, the answer is the model's
-CAD code. Image paths are relative to the render stage's image folder. Answers longer than
-max_answer_chars are dropped or truncated (on_too_long) and counted.
+code in answer_format: `cadcode` (this project's CAD code) or `openecad` (OpenECAD's Python API code, to
+fine-tune an OpenECAD checkpoint through train_cad_vlm.base_model). Image paths are relative to the render
+stage's image folder. Answers longer than max_answer_chars are dropped or truncated (on_too_long); answers of
+more than max_answer_tokens tokens (by the tokenizer folder given) and models with no form in the format are
+dropped; each is counted in summary.json.
 
 Writes <out>/train.json, val.json (and test.json if asked), summary.json, quarantine.json.
 """
@@ -34,16 +37,20 @@ def main() -> None:
     summary = {
         "image_dir": str(image_dir),
         "conversations": {s: len(v) for s, v in result.by_split.items()},
+        "answer_format": cfg.answer_format,
         "truncated": result.truncated,
         "dropped": result.dropped,
+        "dropped_over_tokens": result.dropped_tokens,
+        "unrepresentable": result.unrepresentable,
         "quarantined": len(result.quarantine),
         "lengths": {s: length_stats(v) for s, v in result.by_split.items()},
         "prompts": list(cfg.prompts),
     }
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "quarantine.json", [q.to_dict() for q in result.quarantine])
-    log.info("conversations %s; truncated %d, dropped %d, quarantined %d", summary["conversations"],
-             result.truncated, result.dropped, len(result.quarantine))
+    log.info("conversations %s (%s); truncated %d, dropped %d (chars) + %d (tokens) + %d (unrepresentable), "
+             "quarantined %d", summary["conversations"], cfg.answer_format, result.truncated, result.dropped,
+             result.dropped_tokens, result.unrepresentable, len(result.quarantine))
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.deepcad.answers import parse_answer
 from lib.deepcad.cadcode import from_code, to_code
 from lib.deepcad.schema import (
     EXTENT_TYPES,
@@ -308,7 +309,8 @@ def chain_loop(loop: Loop) -> list[tuple[tuple[float, float], tuple[float, float
 class CADTokenizer:
     """CAD code text <-> token ids (see the module docstring for the vocabulary, layouts and grids).
 
-    ``encode(text)`` parses with :func:`~lib.deepcad.cadcode.from_code` and quantises; ``decode(ids)``
+    ``encode(text)`` parses with :func:`~lib.deepcad.answers.parse_answer` (CAD code or OpenECAD code) and
+    quantises; ``decode(ids)``
     rebuilds the :class:`CADSequence` from the grid values and writes it with ``to_code(seq, decimals)``.
     ``encode(decode(ids)) == ids`` for any ids ``encode`` returns, so ``decode(encode(t))`` is a fixed point:
     the re-quantised text. In the global layout ``from_code(decode(encode(t)))`` is ``from_code(t)`` with every
@@ -459,8 +461,8 @@ class CADTokenizer:
     # -- encode ----------------------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        """Token ids (``<bos> ... <eos>``) of CAD code ``text``; ValueError (naming the line) if it doesn't parse."""
-        return self.encode_sequence(from_code(text))
+        """Token ids (``<bos> ... <eos>``) of answer ``text`` (either format); ValueError naming the line if bad."""
+        return self.encode_sequence(parse_answer(text))
 
     def encode_sequence(self, seq: CADSequence) -> list[int]:
         """Token ids (``<bos> ... <eos>``) of ``seq``; numbers are rounded to their grid and clipped to its ends."""

@@ -21,7 +21,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from lib.cad.tokenizer import ARGS, CADTokenizer
-from lib.deepcad.cadcode import from_code
+from lib.deepcad.answers import parse_answer
 from lib.deepcad.mesh import build_mesh
 
 
@@ -160,7 +160,7 @@ def _arg_ok(p: int, t: int, tok: CADTokenizer, tol: int) -> bool:
 def code_accuracy(pred, true, tokenizer: CADTokenizer | None = None, tol: int = 1) -> dict:
     """Token-level scores of ``pred`` against ``true`` (each CAD code text or token ids).
 
-    - ``parse``: ``pred`` is a valid model (text: ``from_code`` parses; ids: decode succeeds).
+    - ``parse``: ``pred`` is a valid model (text: ``parse_answer`` parses; ids: decode succeeds).
     - ``command_accuracy``: statements (``bbox extrude plane profile loop line arc circle``) aligned by position,
       matches over ``max(len(pred), len(true))`` (extra and missing statements count as errors).
     - ``parameter_accuracy``: over the arguments of all ``true`` statements, the fraction whose aligned ``pred``
@@ -197,16 +197,16 @@ def code_accuracy(pred, true, tokenizer: CADTokenizer | None = None, tol: int = 
 def geometry_scores(pred_text: str, true_text: str, n_points: int = 2048, seed: int = 0) -> dict:
     """``{"valid", "iou", "chamfer", "error"}`` of predicted CAD code against the true code (both rebuilt).
 
-    An invalid prediction (``from_code`` or ``build_mesh`` fails) scores ``iou = 0.0`` and ``chamfer = NaN``
+    An invalid prediction (``parse_answer`` or ``build_mesh`` fails) scores ``iou = 0.0`` and ``chamfer = NaN``
     with ``error`` saying why; :func:`summarize_geometry` counts it in the invalid rate. Raises ValueError when
     ``true_text`` itself does not build (a broken reference, not a model error).
     """
     try:
-        true_mesh = build_mesh(from_code(true_text))
+        true_mesh = build_mesh(parse_answer(true_text))
     except Exception as err:  # parse errors, QuarantineError and geometry-library errors alike
         raise ValueError(f"geometry_scores: the reference CAD code does not build ({err}); fix the reference") from err
     try:
-        pred_mesh = build_mesh(from_code(pred_text))
+        pred_mesh = build_mesh(parse_answer(pred_text))
     except Exception as err:  # noqa: BLE001 - any failure to parse or mesh makes the prediction invalid
         return {"valid": False, "iou": 0.0, "chamfer": float("nan"), "error": f"{type(err).__name__}: {err}"}
     return {"valid": True, "iou": volumetric_iou(pred_mesh, true_mesh, seed=seed),

@@ -188,10 +188,10 @@ def deepcad_chamfer(pred: trimesh.Trimesh, true: trimesh.Trimesh, n_points: int 
 
 def build(text: str) -> trimesh.Trimesh:
     """The solid of CAD code text (any parse or mesh error propagates)."""
-    from lib.deepcad.cadcode import from_code
+    from lib.deepcad.answers import parse_answer
     from lib.deepcad.mesh import build_mesh
 
-    return build_mesh(from_code(text))
+    return build_mesh(parse_answer(text))
 
 
 def score_one(pred: str | None, true: str, tokenizer: CADTokenizer, *, tol: int = 1, n_points: int = 2048,

@@ -203,11 +203,11 @@ def quantised(code: str, tokenizer: CADTokenizer) -> str:
 
 def reference_builds(code: str) -> bool:
     """Whether a reference answer parses and meshes (geometry needs it; such a reference is skipped, counted)."""
-    from lib.deepcad.cadcode import from_code
+    from lib.deepcad.answers import parse_answer
     from lib.deepcad.mesh import build_mesh
 
     try:
-        build_mesh(from_code(code))
+        build_mesh(parse_answer(code))
         return True
     except Exception:  # noqa: BLE001 - parse errors, QuarantineError and geometry-library errors alike
         return False
@@ -395,10 +395,10 @@ def comparison_grid(items: Sequence[Mapping[str, Any]], size: int) -> np.ndarray
     """uint8 RGB grid, one row per item: input view | prediction rendered | ground truth rendered.
 
     Each item: ``{"input": uint8 HxWx3, "view", "prediction": code or None, "truth": code, "label"}``; both codes
-    are rebuilt (``build_mesh(from_code(...))``) and rendered from the input's view with :class:`ViewRenderer`;
+    are rebuilt (``build_mesh(parse_answer(...))``) and rendered from the input's view with :class:`ViewRenderer`;
     an answer that does not parse or mesh is a blank tile labelled invalid.
     """
-    from lib.deepcad.cadcode import from_code
+    from lib.deepcad.answers import parse_answer
     from lib.deepcad.mesh import build_mesh
     from lib.render import ViewRenderer
 
@@ -409,7 +409,7 @@ def comparison_grid(items: Sequence[Mapping[str, Any]], size: int) -> np.ndarray
             if code is None:
                 return None
             try:
-                return renderer.render(build_mesh(from_code(code)))[view]
+                return renderer.render(build_mesh(parse_answer(code)))[view]
             except Exception:  # noqa: BLE001 - any failure to parse or mesh: an invalid answer
                 return None
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def write_cad_conversations(root: Path, count: int = 12, image_size: int = 64,
                             views: tuple[str, ...] = ("front", "top", "right"), seed: int = 0,
-                            train_fraction: float = 0.75) -> dict[str, Path]:
+                            train_fraction: float = 0.75, answer_format: str = "cadcode") -> dict[str, Path]:
     """Write ``count`` synthetic models' renders and conversations under ``root``.
 
     Returns ``{"raw", "render", "images", "conversations"}`` paths (``render`` is render_deepcad.out,
@@ -30,7 +30,7 @@ def write_cad_conversations(root: Path, count: int = 12, image_size: int = 64,
                                  save_meshes=False)
     run_shard(synth.out, render, 0, progress=False)
     merge_shards(synth.out, render)
-    conv_cfg = CADConversationsConfig(out=str(root / "conversations"))
+    conv_cfg = CADConversationsConfig(out=str(root / "conversations"), answer_format=answer_format)
     result = build_conversations(read_models(render.out), render.views, Path(render.out) / IMAGE_DIR, conv_cfg)
     out = Path(conv_cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -120,3 +120,23 @@ def test_tiny_llava_base_model_trains_two_lora_steps_through_the_stage(ws):
     assert "model_best_of" not in metrics  # best of N: compact model only
     assert "greedy (free text)" in (ws / "reports/eval_cad_vlm/report.md").read_text()
     assert "mean IoU: model 0.000" in ev.stderr
+
+
+def test_openecad_answers_train_and_score_through_the_stages(tmp_path):
+    """Conversations in OpenECAD's format: the compact model trains on them (its tokenizer reads them) and
+    eval_cad_vlm scores every method on them; the references' quantised form is exact."""
+    write_cad_conversations(tmp_path, count=8, answer_format="openecad")
+    (tmp_path / ".git").mkdir()
+    pass_validation(tmp_path, "validate_deepcad")
+    val = json.loads((tmp_path / "conversations/val.json").read_text())
+    assert all(c["conversations"][1]["value"].startswith("SketchPlane0 = add_sketchplane(") for c in val)
+    params = write_params(tmp_path, epochs=1, tracker="none")
+    ok(run_stage_module("train_cad_vlm", ["--params", params, "--no-progress"], tmp_path))
+    ok(run_stage_module("eval_cad_vlm", ["--params", params], tmp_path))
+    metrics = json.loads((tmp_path / "reports/eval_cad_vlm/metrics.json").read_text())
+    truth = metrics["quantised_truth"]
+    assert truth["exact_match"] == 1.0 and truth["acc_cmd"] == 1.0 and truth["invalid_rate"] == 0.0
+    assert truth["mean_iou"] > 0.95
+    assert metrics["model"]["parse_rate"] == 1.0
+    items = json.loads((tmp_path / "reports/eval_cad_vlm/items.json").read_text())
+    assert all(it["nn_retrieval"]["answer"].startswith("SketchPlane0") for it in items)

@@ -65,3 +65,56 @@ def test_length_stats_and_config_validation():
         from_dict(CADConversationsConfig, {"on_too_long": "explode"})
     with pytest.raises(ConfigError, match="prompts"):
         from_dict(CADConversationsConfig, {"prompts": []})
+
+
+# ------------------------------------------------------------------------------------------ openecad answers
+
+def _box_code(op="new_body", profiles=1):
+    from lib.deepcad.cadcode import to_code
+    from lib.deepcad.schema import CADSequence, Extrude, Line, Loop, Profile, SketchPlane
+
+    xy = SketchPlane((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+    def sq(x0):
+        p = [(x0, 0.0), (x0 + 0.2, 0.0), (x0 + 0.2, 0.2), (x0, 0.2)]
+        return Profile((Loop(tuple(Line(p[i], p[(i + 1) % 4]) for i in range(4)), True),))
+
+    base = Extrude("A", xy, (sq(-0.5),), "new_body", "one_side", 0.3)
+    extra = Extrude("B", xy, tuple(sq(0.1 * k) for k in range(profiles)), op, "one_side", 0.1)
+    return to_code(CADSequence((base, extra)))
+
+
+def test_openecad_answers_parse_back_to_the_same_model(tmp_path):
+    from lib.deepcad.answers import parse_answer
+    from lib.deepcad.openecad import to_openecad
+
+    code = _box_code()
+    m = models(("0000/00000001", "train", code), ("0000/00000002", "train", _box_code("intersect", profiles=2)))
+    res = build_conversations(m, VIEWS, tmp_path, CADConversationsConfig(answer_format="openecad"))
+    answers = {c["conversations"][1]["value"] for c in res.by_split["train"]}
+    # the multi-profile intersect has no OpenECAD form: dropped for both views, counted
+    assert res.unrepresentable == 2 and len(res.by_split["train"]) == 2
+    (answer,) = answers
+    assert answer.startswith("SketchPlane0 = add_sketchplane(") and "add_extrude(sketch= Sketch1," in answer
+    from lib.deepcad.cadcode import from_code
+    assert to_openecad(parse_answer(answer)) == answer == to_openecad(from_code(code))
+
+
+def test_answers_over_the_token_limit_are_dropped_and_counted(tmp_path):
+    from tests.helpers.tiny_vlm import tiny_tokenizer
+
+    folder = tmp_path / "tok"
+    tiny_tokenizer().save_pretrained(folder)
+    m = models(("0000/00000001", "train", _box_code()), ("0000/00000002", "train", _box_code(profiles=3)))
+    from lib.deepcad.conversations import load_token_counter
+    count = load_token_counter(folder)
+    lengths = sorted(count(c) for c in m.code)
+    limit = (lengths[0] + lengths[1]) // 2  # between the two answers' token counts
+    cfg = CADConversationsConfig(max_answer_tokens=limit, tokenizer=str(folder))
+    res = build_conversations(m, VIEWS, tmp_path, cfg)
+    assert res.dropped_tokens == 2 and [c["id"] for c in res.by_split["train"]] == ["00000001_front", "00000001_top"]
+    with pytest.raises(FileNotFoundError, match="build_cad_conversations.tokenizer: .*not a folder"):
+        build_conversations(m, VIEWS, tmp_path, CADConversationsConfig(max_answer_tokens=5,
+                                                                      tokenizer=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="max_answer_tokens and tokenizer go together"):
+        CADConversationsConfig(max_answer_tokens=5)
