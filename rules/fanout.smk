@@ -55,8 +55,10 @@ for fan in FANOUTS:
             mem_mb=fan.fanout.mem_mb,
         conda:
             "../envs/pipeline.yaml"
+        # LP_NUM_THREADS: Mesa's llvmpipe (the CPU renderer) otherwise starts a thread per core in every job, so
+        # N parallel jobs on N cores oversubscribe them; a GPU's EGL ignores it. Measured in bench_render.py.
         shell:
-            "python -m {params.entry} --params {params.params_file} --no-progress"
+            "LP_NUM_THREADS={threads} python -m {params.entry} --params {params.params_file} --no-progress"
             " shard --index {wildcards.index} --digest {wildcards.digest} > {log} 2>&1"
 
     rule:
