@@ -16,7 +16,7 @@ import logging
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -54,14 +54,24 @@ class ShardPlan(Generic[Item]):
 
     def fingerprints(self, shards: int) -> list[str]:
         """Return one digest per shard of everything in the data that shard's output depends on."""
-        rows: list[list[dict[str, Any]]] = [[] for _ in range(shards)]
-        for it in self.items:
-            rows[it.shard].append(asdict(it))
-        return [digest(r) for r in rows]
+        return self.digests(shards)[0]
 
     def digest(self) -> str:
         """Return a digest of the whole plan, quarantine included (what the merge depends on)."""
-        return digest([*(asdict(it) for it in self.items), *(q.to_dict() for q in self.quarantine)])
+        return self.digests(1 + max((it.shard for it in self.items), default=0))[1]
+
+    def digests(self, shards: int) -> tuple[list[str], str]:
+        """Return :meth:`fingerprints` and :meth:`digest` in one pass over the items (a real plan has 220k;
+        items are flat dataclasses, so a shallow field dict encodes as ``asdict`` would)."""
+        per_shard = [hashlib.sha256() for _ in range(shards)]
+        whole = hashlib.sha256()
+        for it in self.items:
+            encoded = _encode({f.name: getattr(it, f.name) for f in fields(it)})
+            per_shard[it.shard].update(encoded)
+            whole.update(encoded)
+        for q in self.quarantine:
+            whole.update(_encode(q.to_dict()))
+        return [h.hexdigest()[:16] for h in per_shard], whole.hexdigest()[:16]
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -83,8 +93,12 @@ def digest(records: Iterable[dict]) -> str:
     """Return a short sha256 of JSON-serialisable records, in order."""
     h = hashlib.sha256()
     for r in records:
-        h.update(json.dumps(r, sort_keys=True, default=str).encode())
+        h.update(_encode(r))
     return h.hexdigest()[:16]
+
+
+def _encode(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True, default=str).encode()
 
 
 def shard_digest(data: str, settings: dict[str, Any], code: str) -> str:
@@ -207,8 +221,9 @@ class FanOut:
         plan = self.plan(Path(root), cfg.shards) if plan is None else plan
         settings = self.settings(root, cfg)
         code = code_digest(self.entry)
-        shards = tuple(shard_digest(fp, settings, code) for fp in plan.fingerprints(cfg.shards))
-        return plan, PlanIdentity(shards, digest([{"plan": plan.digest(), "shards": shards}]), settings, code)
+        fingerprints, plan_digest = plan.digests(cfg.shards)
+        shards = tuple(shard_digest(fp, settings, code) for fp in fingerprints)
+        return plan, PlanIdentity(shards, digest([{"plan": plan_digest, "shards": shards}]), settings, code)
 
     def run_shard(self, root: str | Path, cfg: Any, index: int, *, progress: bool = True,
                   expected: str | None = None) -> Path:

@@ -19,7 +19,7 @@ from annotated_types import Ge, Interval
 
 from lib.config import Checked
 from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
-from lib.io import DataError, UnsafePathError, atomic_path, read_json, remove_unlisted
+from lib.io import DataError, SafeRoot, UnsafePathError, atomic_path, read_json, remove_unlisted
 from lib.quarantine import QuarantineEntry, QuarantineError
 from lib.shards import QUARANTINE as QUARANTINE  # re-exported: readers of the outputs name them from here
 from lib.shards import SUMMARY as SUMMARY
@@ -94,6 +94,7 @@ def plan_render(root: str | Path, shards: int) -> RenderPlan:
     listed = Counter(str(i) for ids in splits.values() for i in ids)
     quarantine: list[QuarantineEntry] = []
     items: list[PlannedModel] = []
+    guard = SafeRoot(root / CAD_JSON_DIR)  # model_path's checks, each folder resolved once
     for split in SPLITS:
         for model_id in map(str, splits.get(split, [])):
             rel = f"{CAD_JSON_DIR}/{model_id}.json"
@@ -102,7 +103,7 @@ def plan_render(root: str | Path, shards: int) -> RenderPlan:
                                                   f"listed {listed[model_id]} times in {SPLIT_FILE}", split))
                 continue
             try:
-                path = model_path(root, model_id)
+                path = guard.join(f"{model_id}.json")
             except UnsafePathError as err:
                 quarantine.append(QuarantineEntry(model_id, rel, "path_escape", str(err), split))
                 continue

@@ -20,7 +20,7 @@ from annotated_types import Ge
 from PIL import Image
 
 from lib.config import Checked
-from lib.io import UnsafePathError, is_within, remove_unlisted, safe_join
+from lib.io import SafeRoot, UnsafePathError, is_within, remove_unlisted, safe_join
 from lib.quarantine import QuarantineEntry, QuarantineError
 from lib.shards import QUARANTINE as QUARANTINE  # re-exported: readers of the outputs name them from here
 from lib.shards import SUMMARY as SUMMARY
@@ -124,6 +124,7 @@ def plan_ingest(root: str | Path, shards: int) -> IngestPlan:
     counts = Counter(e.id for e in entries)
     seen_ids: set[str] = set()
     items: list[PlannedItem] = []
+    guard = SafeRoot(root)
     for e in entries:
         seen_ids.add(e.id)
         rel = f"{VIDEO_DIR}/{e.id}{VIDEO_SUFFIX}"
@@ -132,7 +133,7 @@ def plan_ingest(root: str | Path, shards: int) -> IngestPlan:
                                               f"id appears {counts[e.id]} times in the label files", e.split))
             continue
         try:
-            path = safe_join(root, rel)
+            path = guard.join(rel)
         except UnsafePathError as err:
             quarantine.append(QuarantineEntry(e.id, rel, "path_escape", str(err), e.split))
             continue

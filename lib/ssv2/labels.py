@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,6 +15,7 @@ _BRACKETS = re.compile(r"\[([^\]]*)\]")
 _SOMETHING = re.compile(r"\b([Ss]omething)\b")
 
 
+@functools.lru_cache(maxsize=4096)  # 174 templates, 220k label entries
 def normalize_template(template: str) -> str:
     """Return a template without its placeholder brackets: ``"Pushing [something] ..." -> "Pushing something ..."``."""
     return _BRACKETS.sub(r"\1", template).strip()

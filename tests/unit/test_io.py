@@ -3,7 +3,15 @@ import os
 
 import pytest
 
-from lib.io import UnsafePathError, atomic_path, atomic_write_json, read_json, remove_stale_temps, safe_join
+from lib.io import (
+    SafeRoot,
+    UnsafePathError,
+    atomic_path,
+    atomic_write_json,
+    read_json,
+    remove_stale_temps,
+    safe_join,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -59,3 +67,31 @@ def test_safe_join_rejects_symlink_out_of_root(tmp_path):
     with pytest.raises(UnsafePathError, match="outside the root"):
         safe_join(root, "link")
     assert safe_join(root, "link", resolve_links=False) == root / "link"
+
+
+def test_safe_root_agrees_with_a_full_realpath_check(tmp_path):
+    """SafeRoot resolves parents once; every verdict must equal resolving the whole path (the old check)."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "d" / "f.webm").write_text("x")
+    (root / "in.webm").write_text("x")
+    (root / "link_in").symlink_to(root / "in.webm")
+    (root / "link_out").symlink_to(tmp_path / "outside")
+    (root / "d" / "dir_out").symlink_to(tmp_path / "outside")
+    rels = ["d/f.webm", "in.webm", "link_in", "link_out", "link_out/x.webm", "d/dir_out/x.webm",
+            "d/dir_out/../f.webm", "link_out/../in.webm", "d/../in.webm", "missing/x.webm", ".", "../root/in.webm"]
+
+    def full_check(rel):
+        real = os.path.realpath(root / rel)
+        return os.path.commonpath([os.path.realpath(root), real]) == os.path.realpath(root) and \
+            os.path.commonpath([os.path.abspath(root), os.path.abspath(root / rel)]) == os.path.abspath(root)
+
+    guard = SafeRoot(root)
+    for rel in rels * 2:  # twice: the second pass runs on cached parents
+        try:
+            assert guard.join(rel) == root / rel
+            accepted = True
+        except UnsafePathError:
+            accepted = False
+        assert accepted == full_check(rel), rel

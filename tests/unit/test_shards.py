@@ -209,3 +209,31 @@ def test_rules_name_the_plans_files_and_lock_only_the_roots_they_write(toy, tmp_
         locks.release()
     with exclusive(cfg.out, "test"):  # released
         pass
+
+
+def test_plan_digests_in_one_pass_equal_hashing_each_asdict_record():
+    """The one-pass digests (a 220k-item plan is hashed once) keep the identity every existing shard is named by:
+    sha256 over json.dumps(asdict(item), sort_keys=True), per shard and for the plan with its quarantine."""
+    import hashlib
+    from dataclasses import asdict
+
+    @dataclass(frozen=True)
+    class Item:
+        id: str
+        placeholders: tuple[str, ...]
+        size: int
+        shard: int
+
+    items = [Item(str(i), ("a", str(i)), i * 7, i % 3) for i in range(10)]
+    quarantine = [QuarantineEntry("q", "videos/q.webm", "missing_video", "gone", "train")]
+    plan = ShardPlan(items, quarantine)
+
+    def reference(records):
+        h = hashlib.sha256()
+        for r in records:
+            h.update(json.dumps(r, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+
+    assert plan.fingerprints(4) == [reference([asdict(it) for it in items if it.shard == s]) for s in range(4)]
+    assert plan.digest() == reference([*(asdict(it) for it in items), *(q.to_dict() for q in quarantine)])
+    assert plan.digests(4) == (plan.fingerprints(4), plan.digest())

@@ -1,0 +1,69 @@
+"""`snakemake --profile profiles/slurm` on a real one-node SLURM cluster (scripts/slurm_local.sh starts Debian's
+slurmctld, slurmd and munge on this machine): every shard and merge runs as a SLURM job, and the outputs are
+byte-identical to a local run's. The daemons need root and the packages (`bash scripts/slurm_local.sh install`,
+which .ci/run does); when they cannot start, the test fails with the reason. Deselect with ``-m "not slurm"``."""
+import hashlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.workspace import REPO, run, venv_env
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.slurm]
+SCRIPT = REPO / "scripts/slurm_local.sh"
+# Fast polling for a test; the profile's defaults suit a real cluster. No accounting storage here, so job states
+# come from squeue (the cluster keeps finished jobs for MinJobAge).
+FAST = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+        "--seconds-between-status-checks", "1", "--latency-wait", "5"]
+
+
+@pytest.fixture
+def slurm_conf(tmp_path):
+    state = tmp_path / "slurm"
+    proc = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=120)
+    try:
+        if proc.returncode != 0:
+            pytest.fail(f"the SLURM daemons did not start: {proc.stderr.strip() or proc.stdout.strip()}")
+        yield state / "slurm.conf"
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, timeout=60)
+
+
+def tree_digests(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_on_slurm(clone: Path, target: str, slurm_conf: Path) -> list[str]:
+    """Run ``target`` through the SLURM profile; return the rules of the jobs it submitted to SLURM."""
+    env = {**venv_env(), "SLURM_CONF": str(slurm_conf)}
+    proc = subprocess.run(["snakemake", "--profile", "profiles/slurm", target, *FAST], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return re.findall(r"slurm_logs/rule_(\w+?)/", " ".join(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+",
+                                                                       log)))
+
+
+def test_fan_outs_on_slurm_equal_a_local_run(clone, slurm_conf):
+    run(["python", "-m", "stages.synth_deepcad", "--no-progress"], clone)
+    run(["python", "-m", "stages.synth_ssv2", "--no-progress"], clone)
+    for target, out, shards, prefix in (("render_deepcad", "data/processed/deepcad_render", 2, "deepcad"),
+                                        ("ingest_ssv2", "data/interim/ssv2", 3, "ssv2")):
+        jobs = run_on_slurm(clone, target, slurm_conf)
+        assert sorted(jobs) == sorted([f"{prefix}_shard"] * shards + [f"{prefix}_merge"]), jobs
+        on_slurm = tree_digests(clone / out)
+        assert len([p for p in on_slurm if p.startswith("shards/shard-")]) == shards
+
+        shutil.rmtree(clone / out)
+        run(["snakemake", target, "--cores", "2"], clone)
+        assert tree_digests(clone / out) == on_slurm, f"{target}: SLURM and local outputs differ"
+
+
+def test_slurm_script_refuses_to_start_without_a_directory():
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "usage" in proc.stderr
