@@ -13,7 +13,7 @@ from typing import Any
 
 from lib.config import from_dict
 from lib.locks import exclusive
-from lib.shards import QUARANTINE, SHARD_DIR, SUMMARY, FanOut, PlanIdentity
+from lib.shards import QUARANTINE, SHARD_DIR, SUMMARY, FanOut, PlanIdentity, ShardPlan
 
 
 class FanOutRules:
@@ -37,9 +37,20 @@ class FanOutRules:
         self.merge_log = f"{logs}/merge.log"
 
     @functools.cached_property
+    def planned(self) -> tuple[ShardPlan, PlanIdentity]:
+        """The plan and its digests, computed once per Snakemake process and only if asked for."""
+        return self.fanout.identity(self.root, self.cfg)
+
+    @property
     def identity(self) -> PlanIdentity:
-        """The plan's digests, computed once per Snakemake process and only if asked for."""
-        return self.fanout.identity(self.root, self.cfg)[1]
+        """The plan's digests (see :attr:`planned`)."""
+        return self.planned[1]
+
+    def write_slices(self, jobs: Iterable[Any]) -> int:
+        """Hand each shard job among ``jobs`` its items (``lib.shards.FanOut.write_slices``), so the plan runs
+        once per workflow run, in the main process, not once per job; return how many slices were written."""
+        indices = sorted({int(job.wildcards.index) for job in jobs if job.rule.name == self.shard_rule})
+        return self.fanout.write_slices(self.cfg, *self.planned, indices) if indices else 0
 
     def merge_inputs(self, wildcards: Any = None) -> list[str]:
         """Input function of the merge rule: the plan's shard files and its plan record, named by their digests."""

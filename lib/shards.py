@@ -34,6 +34,7 @@ Item = TypeVar("Item")
 log = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
+SLICE_DIR = ".slices"  # under SHARD_DIR: <shard digest>.json, each shard's items, written once per workflow run
 QUARANTINE = "quarantine.json"
 SUMMARY = "summary.json"
 DIGEST_KEY = b"shard_digest"  # parquet schema metadata of a shard file
@@ -202,6 +203,7 @@ class FanOut:
     table: str  # the merged rows' file name in <out>
     finish: Callable[[Path, Any, pd.DataFrame, list[dict]], dict]
     int_columns: tuple[str, ...] = ()
+    item: type | None = None  # the plan's item dataclass: a shard job can then read its slice instead of planning
     unit: str = "item"  # progress bar unit
     mem_mb: int = 1000  # Snakemake resources of one shard job
 
@@ -233,13 +235,18 @@ class FanOut:
         different digest now means the data, params or code changed while the workflow ran, and nothing is written.
         """
         root, shard_dir = Path(root), Path(cfg.out) / SHARD_DIR
-        plan, ident = self.identity(root, cfg)
-        own = ident.shards[index]
-        if expected is not None and expected != own:
-            raise DataError(f"{shard_dir / shard_name(index, expected)}: planned with digest {expected}, but the "
-                            f"items, params or code of shard {index} now give {own} (changed while the workflow "
-                            f"ran); run `{self.rerun_hint}` again")
-        items = plan.shard_items(index)
+        items = self.read_slice(root, cfg, index, expected) if expected is not None else None
+        if items is not None:
+            own = expected
+            log.info("shard %d: %d item(s) from the run's plan (%s/%s)", index, len(items), SLICE_DIR, expected)
+        else:  # no slice (a run without Snakemake, or a stale one): plan, and check the plan still names this shard
+            plan, ident = self.identity(root, cfg)
+            own = ident.shards[index]
+            if expected is not None and expected != own:
+                raise DataError(f"{shard_dir / shard_name(index, expected)}: planned with digest {expected}, but "
+                                f"the items, params or code of shard {index} now give {own} (changed while the "
+                                f"workflow ran); run `{self.rerun_hint}` again")
+            items = plan.shard_items(index)
         rows = []
         worker = self.worker(cfg) if items else None
         try:
@@ -253,7 +260,40 @@ class FanOut:
             close = getattr(worker, "close", None)
             if close is not None:
                 close()
-        return write_shard(shard_dir / ident.shard_file(index), pd.DataFrame(rows, columns=self.columns(cfg)), own)
+        return write_shard(shard_dir / shard_name(index, own), pd.DataFrame(rows, columns=self.columns(cfg)), own)
+
+    def write_slices(self, cfg: Any, plan: ShardPlan, ident: PlanIdentity, indices: Iterable[int]) -> int:
+        """Write ``<out>/shards/.slices/<shard digest>.json``, the items of each shard in ``indices``, so its job
+        reads them instead of planning again (at 220k videos a plan is seconds, times 512 jobs); return how many.
+        The merge deletes them with every other file of no plan."""
+        if self.item is None:
+            return 0
+        by_shard: dict[int, list[dict]] = {i: [] for i in indices}
+        for it in plan.items:
+            if it.shard in by_shard:
+                by_shard[it.shard].append({f.name: getattr(it, f.name) for f in fields(it)})
+        folder = Path(cfg.out) / SHARD_DIR / SLICE_DIR
+        for index, rows in by_shard.items():
+            atomic_write_json(folder / f"{ident.shards[index]}.json", rows, indent=None)
+        return len(by_shard)
+
+    def read_slice(self, root: str | Path, cfg: Any, index: int, expected: str) -> list | None:
+        """Return the items of shard ``index`` from its slice file when they, with today's settings and code, still
+        give the shard digest ``expected``; None when there is no such slice (then the job plans)."""
+        path = Path(cfg.out) / SHARD_DIR / SLICE_DIR / f"{expected}.json"
+        if self.item is None or not path.is_file():
+            return None
+        try:
+            items = [self.item(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()})
+                     for row in json.loads(path.read_text())]
+        except (ValueError, TypeError) as err:  # a damaged or foreign file: plan instead
+            log.warning("%s: unreadable slice (%s); planning instead", path, err)
+            return None
+        if any(it.shard != index for it in items):
+            return None
+        fingerprint = ShardPlan(items).digests(cfg.shards)[0][index]
+        own = shard_digest(fingerprint, self.settings(root, cfg), code_digest(self.entry))
+        return items if own == expected else None
 
     def write_plan_record(self, root: str | Path, cfg: Any, *, expected: str | None = None,
                           plan: ShardPlan | None = None) -> Path:

@@ -130,6 +130,8 @@ def image_name(model_id: str, view: str) -> str:
 class ModelRenderer:
     """Turns one model JSON into its CAD code, mesh and view images; holds one GL renderer for a shard."""
 
+    MAX_PENDING = 4  # models whose writes may still be in flight
+
     def __init__(self, cfg: RenderDeepCADConfig):
         from lib.render import ViewRenderer
 
@@ -138,8 +140,6 @@ class ModelRenderer:
         self.renderer = ViewRenderer(size=cfg.image_size, views=tuple(cfg.views))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-writes")
         self._pending: deque[Future] = deque()
-
-    MAX_PENDING = 4  # models whose writes may still be in flight
 
     def close(self) -> None:
         """Finish every pending write (raising the first error: the shard is then not written), release the GL
@@ -232,7 +232,7 @@ FANOUT = FanOut(
     name="render_deepcad", rule_prefix="deepcad", entry="stages.render_deepcad",
     source=("deepcad", DeepCADSource), config=("render_deepcad", RenderDeepCADConfig),
     plan=plan_render, worker=ModelRenderer, quarantine_row=_quarantine_row, columns=_columns,
-    table=MODELS, finish=_finish, int_columns=("extrudes", "faces"), unit="model", mem_mb=2000)
+    table=MODELS, finish=_finish, int_columns=("extrudes", "faces"), item=PlannedModel, unit="model", mem_mb=2000)
 run_shard = FANOUT.run_shard  # (root, cfg, index, *, progress=True): one shard's parquet
 merge_shards = FANOUT.merge  # (root, cfg): models.parquet, quarantine and summary; returns the summary
 

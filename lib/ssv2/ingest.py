@@ -298,7 +298,7 @@ FANOUT = FanOut(
     name="ingest_ssv2", rule_prefix="ssv2", entry="stages.ingest_ssv2",
     source=("ssv2", SSv2Source), config=("ingest_ssv2", IngestSSv2Config),
     plan=plan_ingest, worker=_video_worker, quarantine_row=_base_row, columns=lambda cfg: SHARD_COLUMNS,
-    table=MANIFEST, finish=_finish, unit="video", mem_mb=1500,
+    table=MANIFEST, finish=_finish, item=PlannedItem, unit="video", mem_mb=1500,
     int_columns=("frames", "width", "height", "probe_frames", "probe_width", "probe_height", "probe_bytes",
                  "class_index"))
 run_shard = FANOUT.run_shard  # (root, cfg, index, *, progress=True): one shard's parquet

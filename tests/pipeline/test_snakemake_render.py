@@ -30,6 +30,9 @@ def test_dry_run_then_real_run_on_three_models(deepcad_clone):
 
     run(["snakemake", "render_deepcad", "--cores", "2"], clone)
     out = clone / "data/processed/deepcad_render"
+    logs = [p.read_text() for p in sorted((clone / "logs/render_deepcad").glob("shard-*.log"))]
+    assert len(logs) == 2 and all("item(s) from the run's plan" in t for t in logs)  # planned once, not per job
+    assert not [p for p in (out / "shards").rglob(".slices/*")]  # the merge removed the slices
     models = pd.read_parquet(out / "models.parquet")
     assert sorted(models["id"]) == ids
     assert len(list((out / "images").rglob("*.png"))) == 3 * 3

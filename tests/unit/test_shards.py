@@ -237,3 +237,36 @@ def test_plan_digests_in_one_pass_equal_hashing_each_asdict_record():
     assert plan.fingerprints(4) == [reference([asdict(it) for it in items if it.shard == s]) for s in range(4)]
     assert plan.digest() == reference([*(asdict(it) for it in items), *(q.to_dict() for q in quarantine)])
     assert plan.digests(4) == (plan.fingerprints(4), plan.digest())
+
+
+def test_a_shard_job_reads_its_slice_instead_of_planning_and_plans_when_the_slice_is_stale(toy, tmp_path):
+    import dataclasses
+
+    root, cfg = toy
+    fan = dataclasses.replace(TOY, item=ToyItem)
+    plan, ident = fan.identity(root, cfg)
+    reference_cfg = replace(cfg, out=str(tmp_path / "reference"))
+    reference = [pd.read_parquet(fan.run_shard(root, reference_cfg, i, progress=False)) for i in range(cfg.shards)]
+
+    assert fan.write_slices(cfg, plan, ident, range(cfg.shards)) == cfg.shards
+    calls = []
+    counting = dataclasses.replace(fan, plan=lambda r, n: calls.append(1) or toy_plan(r, n))
+    for i in range(cfg.shards):
+        path = counting.run_shard(root, cfg, i, progress=False, expected=ident.shards[i])
+        assert path.name == ident.shard_file(i)
+        pd.testing.assert_frame_equal(pd.read_parquet(path), reference[i])
+    assert calls == []  # no job planned
+
+    index = next(i for i in range(cfg.shards) if plan.shard_items(i))
+    slice_file = Path(cfg.out) / "shards/.slices" / f"{ident.shards[index]}.json"
+    rows = json.loads(slice_file.read_text())
+    rows[0]["value"] += 1  # no longer the items its name stands for
+    slice_file.write_text(json.dumps(rows))
+    assert fan.read_slice(root, cfg, index, ident.shards[index]) is None
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(counting.run_shard(root, cfg, index, progress=False, expected=ident.shards[index])),
+        reference[index])
+    assert calls == [1]  # this job planned
+
+    fan.merge(root, cfg)
+    assert not [p for p in (Path(cfg.out) / "shards/.slices").rglob("*") if p.is_file()]  # the merge cleans up
