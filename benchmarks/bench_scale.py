@@ -9,8 +9,10 @@ JSONs the project's synthesisers wrote (``real`` = 220,847 videos, 178,238 model
 count, it measures:
   plan_s        the plan alone (label/split files, directory listing, a stat per item, shard digests), in a child
   peak_mib      that child's peak RSS
-  startup_s     one job's fixed cost: ``python -m stages.<stage> plan`` (interpreter, imports, plan) that every
-                shard job pays before its first item
+  slices_s      writing every shard's items once (what Snakemake's main process does at the start of a run)
+  plan_job_s    ``python -m stages.<stage> plan`` (interpreter, imports, plan): what every shard job paid before
+                its first item when each job planned for itself (and still pays without Snakemake)
+  startup_s     a shard job's fixed cost now: interpreter, imports, reading and checking its slice
   dag_s         ``snakemake -n <stage>``: parse, plan, DAG of every shard job
   merge_s       ``python -m stages.<stage> merge`` over the plan's shard files (rows copied from one real row)
   manifest_mib  the merged table's size
@@ -41,7 +43,9 @@ from tests.helpers.workspace import copy_worktree, run, set_params  # noqa: E402
 REAL = {"ssv2": 220_847, "deepcad": 178_238}
 STAGE = {"ssv2": ("ingest_ssv2", "ssv2", "data/raw/ssv2_scale", "data/interim/ssv2_scale"),
          "deepcad": ("render_deepcad", "deepcad", "data/raw/deepcad_scale", "data/processed/deepcad_scale")}
-COSTS = ("plan_s", "startup_s", "dag_s", "merge_s", "commit_s", "noop_status_s", "noop_repro_s", "peak_mib")
+SLICE_NOTE = ".bench_scale_slice.json"
+COSTS = ("plan_s", "plan_job_s", "slices_s", "startup_s", "dag_s", "merge_s", "commit_s", "noop_status_s",
+         "noop_repro_s", "peak_mib")
 
 
 def fanout(dataset: str):
@@ -52,17 +56,33 @@ def fanout(dataset: str):
     return FANOUT
 
 
-def child_plan(dataset: str, params: str) -> None:
-    """Measuring process: plan + shard digests once; prints seconds and peak RSS as JSON."""
+def child(mode: str, dataset: str, params: str = "params.yaml") -> None:
+    """A measuring process in the clone, on the clone's code. ``plan``: plan + shard digests, then the slices the
+    main Snakemake process writes for every shard; prints seconds and peak RSS as JSON. ``startup``: what a shard
+    job does before its first item (import the stage, read and check its slice)."""
+    sys.path.insert(0, os.getcwd())
+    import importlib
+
     from lib.config import load_section
 
     fan = fanout(dataset)
+    importlib.import_module(fan.entry)
     root = load_section(params, fan.source[0], fan.source[1]).root
     cfg = load_section(params, fan.config[0], fan.config[1])
+    if mode == "startup":
+        index, expected = 0, json.loads(Path(SLICE_NOTE).read_text())["shard0"]
+        if fan.read_slice(root, cfg, index, expected) is None:
+            raise SystemExit(f"no valid slice for shard 0 ({expected})")
+        return
     t = time.perf_counter()
     plan, ident = fan.identity(root, cfg)
-    seconds = time.perf_counter() - t
-    print(json.dumps({"plan_s": seconds, "items": len(plan.items), "quarantined": len(plan.quarantine),
+    plan_s = time.perf_counter() - t
+    t = time.perf_counter()
+    fan.write_slices(cfg, plan, ident, range(cfg.shards))
+    slices_s = time.perf_counter() - t
+    Path(SLICE_NOTE).write_text(json.dumps({"shard0": ident.shards[0]}))
+    print(json.dumps({"plan_s": plan_s, "slices_s": slices_s, "items": len(plan.items),
+                      "quarantined": len(plan.quarantine),
                       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -201,18 +221,18 @@ def measure(dataset: str, clone: Path, n: int, shards: int, work: bool) -> dict:
     row: dict = {"n": n, "shards": shards, "build_s": round(time.perf_counter() - t, 2)}
     set_params(clone, {section: {"root": root_rel}, stage: {"out": out_rel, "shards": shards}})
 
-    plan = json.loads(run([sys.executable, __file__, "--child", dataset], clone).stdout.strip().splitlines()[-1])
-    row.update(plan_s=plan["plan_s"], peak_mib=plan["peak_mib"], items=plan["items"])
-    row["startup_s"], stdout = timed(["python", "-m", f"stages.{stage}", "--no-progress", "plan"], clone)
-    shard_files = json.loads(stdout)["shard_files"]
     row["dag_s"], _ = timed(["snakemake", stage, "-n", "--quiet", "all"], clone)
-    if work:  # one real shard job, start-up included; per item = (job - start-up) / items
-        index = 0
-        digest = shard_files[index].rsplit("-", 1)[1].removesuffix(".parquet")
-        job_s, _ = timed(["python", "-m", f"stages.{stage}", "--no-progress", "shard", "--index", str(index),
+    row["plan_job_s"], stdout = timed(["python", "-m", f"stages.{stage}", "--no-progress", "plan"], clone)
+    shard_files = json.loads(stdout)["shard_files"]
+    plan = run([sys.executable, __file__, "--child", "plan", dataset], clone).stdout.strip().splitlines()[-1]
+    plan = json.loads(plan)
+    row.update(plan_s=plan["plan_s"], slices_s=plan["slices_s"], peak_mib=plan["peak_mib"], items=plan["items"])
+    row["startup_s"], _ = timed([sys.executable, __file__, "--child", "startup", dataset], clone)
+    if work:  # one real shard job on its slice; per item = (job - start-up) / items
+        digest = shard_files[0].rsplit("-", 1)[1].removesuffix(".parquet")
+        job_s, _ = timed(["python", "-m", f"stages.{stage}", "--no-progress", "shard", "--index", "0",
                           "--digest", digest], clone)
-        items = json.loads(run(["python", "-m", f"stages.{stage}", "--no-progress", "plan"],
-                               clone).stdout)["per_shard"].get(str(index), 0)
+        items = json.loads(stdout)["per_shard"].get("0", 0)
         row.update(work_items=items, work_job_s=round(job_s, 2),
                    work_per_item_s=round((job_s - row["startup_s"]) / max(items, 1), 4))
     t = time.perf_counter()
@@ -249,12 +269,13 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=512, help="shard count (the README's for the real datasets)")
     ap.add_argument("--work-n", type=int, default=10000, help="size at which one real shard job runs (0: never)")
     ap.add_argument("--json", type=Path, help="write results here (updated after every size)")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--fabricate", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child_plan(args.child, "params.yaml")
+        return child(*args.child)
     if args.fabricate:
+        sys.path.insert(0, os.getcwd())  # the clone's code: its digests name the shard files
         return fabricate_outputs(args.fabricate, Path.cwd())
 
     result: dict = {"device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
