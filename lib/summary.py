@@ -32,6 +32,7 @@ class SummarizeConfig:
     """``summarize`` params: where the summary goes."""
 
     out: str = "reports/summary.json"
+    digits: int = 4  # values are rounded to this many decimals
 
 
 def dig(metrics: dict | None, path: str) -> Any:
@@ -86,14 +87,14 @@ def metrics_files(params: dict) -> dict[str, Path]:
             for stage, default in SOURCES.items()}
 
 
-def summarize(files: dict[str, Path]) -> dict[str, Any]:
+def summarize(files: dict[str, Path], digits: int = 4) -> dict[str, Any]:
     """Return ``{"summary": {group: {key: value}}}`` for every :data:`HEADLINE` name ``group.key`` (None where its
     stage has not run), and ``stages_missing``."""
     loaded = {stage: json.loads(path.read_text()) if path.is_file() else None for stage, path in files.items()}
     values: dict[str, Any] = {}
     for name, (stage, read) in HEADLINE.items():
         value = read(loaded[stage]) if loaded[stage] is not None else None
-        values[name] = round(value, 4) if isinstance(value, float) else value
+        values[name] = round(value, digits) if isinstance(value, float) else value
     nested: dict[str, Any] = {}
     for name, value in values.items():
         group, key = name.split(".", 1)

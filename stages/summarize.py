@@ -25,7 +25,7 @@ def main() -> None:
     args = stage_parser("summarize", __doc__).parse_args()
     cfg = load_section(args.params, "summarize", SummarizeConfig)
     files = metrics_files(read_params(args.params))
-    summary = summarize(files)
+    summary = summarize(files, cfg.digits)
     missing = [stage for stage, path in files.items() if not path.is_file()]
     if missing:
         log.warning("no metrics yet from %s (their names are null)", ", ".join(missing))
