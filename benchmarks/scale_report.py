@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -33,8 +34,14 @@ def render(result: dict) -> str:
                   "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(fmt(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows]
         exps = result.get("exponents", {}).get(dataset, {})
-        lines.append("| growth exponent | " + " | ".join(fmt(exps.get(k)) if k in exps else "" for k, _ in COLUMNS[1:])
-                     + " |")
+        lines.append("| growth exponent, all sizes | "
+                     + " | ".join(fmt(exps.get(k)) if k in exps else "" for k, _ in COLUMNS[1:]) + " |")
+        if len(rows) >= 2:  # the slope between the two largest sizes: where constants no longer hide the growth
+            a, b = rows[-2], rows[-1]
+            lines.append("| growth exponent, last two | " + " | ".join(
+                fmt(round(math.log(b[k] / a[k]) / math.log(b["n"] / a["n"]), 2))
+                if isinstance(a.get(k), (int, float)) and a.get(k) and b.get(k) and k != "n" else ""
+                for k, _ in COLUMNS[1:]) + " |")
         work = [r for r in rows if "work_per_item_s" in r]
         for r in work:
             lines += ["", f"Per-item work at N = {r['n']:,}: one real shard job of {r['work_items']} items took "
