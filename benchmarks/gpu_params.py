@@ -4,17 +4,13 @@
 
 Reads --params (default params.yaml), applies PRESET, then each override in order, and writes OUT.yaml.
 
-Presets:
-  apt  train_apt's GPU preset (the README's `dvc exp run -S` recipe): GPU_PRESET generator (channels 128,
-       16 blocks), disc_channels 64, 16-frame 224 px HQ crops of the 240 px clips, batch 2, bf16, channels_last.
-  vae  the video VAE curriculum on 1024 px clips: train_curriculum gets lib.models.video_vae.GPU_PRESET,
-       lib.train.curriculum.GPU_PRESET (256 px/8 frames -> 512/16 -> 1024/49) and bf16; train_video_vae and
-       train_audio_vae are null (eval_vae scores the curriculum run alone); the SSv2-format data is rendered
-       1024 px high into folders of its own (synth_ssv2, ssv2.root, ingest_ssv2 in keep mode, validate_ssv2's
-       report, bench_loader's out/tmp_dir/report_dir, eval_vae's report); validate_ssv2.exposure_trainers is []
-       (train_curriculum has no top-level steps/batch_size for it to read); eval_vae.chunk_frames 8 (a multiple
-       of tc 4). train_curriculum.steps is removed (the loader rejects null), so it is the sum of the phases'
-       steps, also after overriding them.
+Presets (the files of conf/ that `dvc exp run -S` composes, read here without Hydra):
+  apt  conf/train_apt/gpu_h200.yaml: GPU generator (channels 128, 16 blocks), disc_channels 64, 16-frame
+       224 px HQ crops of the 240 px clips, batch 2, bf16, channels_last.
+  vae  conf/train_curriculum/gpu_h200.yaml (lib.models.video_vae.GPU_PRESET, lib.train.curriculum.GPU_PRESET:
+       256 px/8 frames -> 512/16 -> 1024/49, bf16) and conf/data/ssv2_1024.yaml (the SSv2-format data rendered
+       1024 px high into folders of its own; train_video_vae and train_audio_vae null). train_curriculum.steps is
+       removed (the loader rejects null), so it is the sum of the phases' steps, also after overriding them.
 
 Overrides: `section.key.sub=value`, the value parsed as YAML (`null` is None, `[1, 2]` a list, `{a: 1}` a
 mapping); an integer part indexes a list (`train_curriculum.curriculum.phases.0.steps=200`); missing mapping
@@ -26,7 +22,6 @@ keys below the section are created; the section must exist in the params file. E
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,47 +30,20 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-APT_PRESET = {"model": {"scale": 4, "channels": 128, "blocks": 16, "text_dim": 0}, "disc_channels": 64,
-              "crop": 224, "clip_frames": 16, "clip_stride": 1, "batch_size": 2, "mixed_precision": "bf16",
-              "channels_last": True}
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _plain(cfg: Any, omit_defaults: bool = False) -> dict[str, Any]:
-    """A Checked dataclass as a YAML-ready dict (tuples as lists); ``omit_defaults`` drops fields at their default."""
-    import dataclasses
-
-    from lib.config import to_dict
-
-    out = to_dict(cfg)
-    if omit_defaults:
-        defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-        out = {k: v for k, v in out.items() if k not in defaults or v != defaults[k]}
-    return out
+def _conf(rel: str) -> dict[str, Any]:
+    """A preset file of conf/ (the Hydra config groups `dvc exp run -S` composes) without its defaults list."""
+    data = yaml.safe_load((CONF / rel).read_text()) or {}
+    data.pop("defaults", None)
+    return data
 
 
-def vae_preset() -> dict[str, dict[str, Any]]:
-    """Section -> keys to set (None: the whole section becomes null) for the ``vae`` preset."""
-    from lib.models.video_vae import GPU_PRESET as MODEL
-    from lib.train.curriculum import GPU_PRESET as CURRICULUM
-
-    curriculum = {"gradient_checkpointing": CURRICULUM.gradient_checkpointing,
-                  "phases": [_plain(p, omit_defaults=True) for p in CURRICULUM.phases]}
-    return {
-        "train_curriculum": {"mixed_precision": "bf16", "model": _plain(MODEL), "curriculum": curriculum},
-        "train_video_vae": None,
-        "train_audio_vae": None,
-        "synth_ssv2": {"out": "data/raw/ssv2_synth_1024", "height": 1024, "widths": [1365, 1820], "fps": 12,
-                       "min_seconds": 4.5, "max_seconds": 5.5},  # >= 54 frames: a 49-frame clip fits
-        "ssv2": {"root": "data/raw/ssv2_synth_1024"},
-        "ingest_ssv2": {"out": "data/interim/ssv2_1024", "mode": "keep", "expected_height": 1024},
-        "validate_ssv2": {"report_dir": "reports/validate_ssv2_1024", "exposure_trainers": []},
-        "bench_loader": {"out": "data/loader_1024", "tmp_dir": "data/loader_1024/tmp",
-                         "report_dir": "reports/bench_loader_1024"},
-        "eval_vae": {"report_dir": "reports/eval_vae_1024", "chunk_frames": 8},  # a multiple of tc = 4
-    }
-
-
-PRESETS = {"apt": lambda: {"train_apt": copy.deepcopy(APT_PRESET)}, "vae": vae_preset}
+# The same files `dvc exp run -S 'train_apt=gpu_h200'` and `-S 'train_curriculum=gpu_h200' -S 'data=ssv2_1024'`
+# compose (tests/unit/test_gpu_params.py checks both ways agree), read without Hydra for machines that lack it.
+PRESETS = {"apt": lambda: {"train_apt": _conf("train_apt/gpu_h200.yaml")},
+           "vae": lambda: {"train_curriculum": _conf("train_curriculum/gpu_h200.yaml"), **_conf("data/ssv2_1024.yaml")}}
 
 
 def preset(name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -46,12 +46,27 @@ def copy_worktree(dest: Path) -> Path:
 
 
 def set_params(clone: Path, overrides: dict) -> None:
-    """Merge ``overrides`` ({section: {key: value}}) into the copy's params.yaml."""
+    """Merge ``overrides`` ({section: {key: value}}) into the copy's params.yaml and into conf/, where the copy's
+    `dvc exp run -S ...` composes params.yaml from (a section of a config group: its default option's file)."""
     path = clone / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, keys in overrides.items():
         params.setdefault(section, {}).update(keys)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+    conf = clone / "conf"
+    if not (conf / "config.yaml").is_file():
+        return
+    config = yaml.safe_load((conf / "config.yaml").read_text())
+    groups = {k: v for d in config.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
+    for section, keys in overrides.items():
+        if section in groups:
+            option = conf / section / f"{groups[section]}.yaml"
+            data = yaml.safe_load(option.read_text()) or {}
+            data.update(keys)
+            option.write_text(yaml.safe_dump(data, sort_keys=False))
+        else:
+            config.setdefault(section, {}).update(keys)
+    (conf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def run_stage_module(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
