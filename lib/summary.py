@@ -33,6 +33,8 @@ class SummarizeConfig:
 
     out: str = "reports/summary.json"
     digits: int = 4  # values are rounded to this many decimals
+    page: str = "reports/index.html"  # every report's headline numbers, images and links (lib/report_page.py)
+    reports: str = "reports"  # the folder of stage reports the page covers
 
 
 def dig(metrics: dict | None, path: str) -> Any:

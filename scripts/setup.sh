@@ -2,16 +2,19 @@
 # One-command set-up on Debian/Ubuntu with Python 3.11:
 #   bash scripts/setup.sh            install what is missing (system packages, .venv with the project)
 #   bash scripts/setup.sh --repro    ... then run the default pipeline (`dvc repro`) on the embedded data
+#   bash scripts/setup.sh --test-packages   ... also the Debian packages of scripts/test-packages.txt (CI)
 # Safe to rerun: it installs only what is missing. GPU users: see README "GPU install".
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # --- system packages (Debian names): Mesa's EGL for headless rendering, git for DVC ---------------
+lists=(scripts/system-packages.txt)
+[[ "${1:-}" == "--test-packages" ]] && lists+=(scripts/test-packages.txt)
 missing=()
 while read -r pkg; do
   [[ -z "$pkg" || "$pkg" == \#* ]] && continue
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done < scripts/system-packages.txt
+done < <(cat "${lists[@]}")
 if ((${#missing[@]})); then
   echo "setup: installing system packages: ${missing[*]}"
   sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"

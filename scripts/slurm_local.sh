@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine (Debian's slurmctld, slurmd, munge), for the SLURM pipeline test and
 # for trying profiles/slurm without a cluster. Needs root (the daemons run as root).
-#   bash scripts/slurm_local.sh install        apt-get the daemons if missing
+#   bash scripts/slurm_local.sh install        install the daemons if missing (scripts/test-packages.txt)
 #   bash scripts/slurm_local.sh start DIR      write DIR/slurm.conf, start munged/slurmctld/slurmd, wait for the node
 #   bash scripts/slurm_local.sh stop DIR       stop the daemons started with DIR
 # Clients (sbatch, squeue, snakemake --executor slurm) find the cluster through SLURM_CONF=DIR/slurm.conf.
@@ -9,7 +9,6 @@
 # finished jobs for MinJobAge seconds (snakemake ... --slurm-status-command squeue).
 set -euo pipefail
 
-PACKAGES=(slurmctld slurmd slurm-client munge)
 cmd=${1:-}
 dir=${2:-}
 
@@ -17,15 +16,7 @@ die() { echo "slurm_local: $*" >&2; exit 1; }
 
 case "$cmd" in
 install)
-  missing=()
-  for pkg in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  if ((${#missing[@]})); then
-    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  bash "$(dirname "${BASH_SOURCE[0]}")/setup.sh" --test-packages   # the daemons are in scripts/test-packages.txt
   ;;
 start)
   [[ -n "$dir" ]] || die "usage: $0 start DIR"
