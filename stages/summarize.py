@@ -1,4 +1,4 @@
-"""Stage summarize: the headline numbers of the run in one small file, for `dvc exp show` and `dvc metrics diff`.
+r"""Stage summarize: the headline numbers of the run in one small file, for `dvc exp show` and `dvc metrics diff`.
 
     python -m stages.summarize [--params params.yaml]
 
