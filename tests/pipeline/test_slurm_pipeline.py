@@ -38,10 +38,10 @@ def tree_digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run_on_slurm(clone: Path, target: str, slurm_conf: Path) -> list[str]:
-    """Run ``target`` through the SLURM profile; return the rules of the jobs it submitted to SLURM."""
+def run_on_slurm(clone: Path, targets: list[str], slurm_conf: Path) -> list[str]:
+    """Run ``targets`` through the SLURM profile; return the rules of the jobs it submitted to SLURM."""
     env = {**venv_env(), "SLURM_CONF": str(slurm_conf)}
-    proc = subprocess.run(["snakemake", "--profile", "profiles/slurm", target, *FAST], cwd=clone, env=env,
+    proc = subprocess.run(["snakemake", "--profile", "profiles/slurm", *targets, *FAST], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
@@ -49,19 +49,24 @@ def run_on_slurm(clone: Path, target: str, slurm_conf: Path) -> list[str]:
                                                                        log)))
 
 
+FAN_OUTS = {"render_deepcad": ("data/processed/deepcad_render", 2, "deepcad"),
+            "ingest_ssv2": ("data/interim/ssv2", 3, "ssv2")}
+
+
 def test_fan_outs_on_slurm_equal_a_local_run(clone, slurm_conf):
     run(["python", "-m", "stages.synth_deepcad", "--no-progress"], clone)
     run(["python", "-m", "stages.synth_ssv2", "--no-progress"], clone)
-    for target, out, shards, prefix in (("render_deepcad", "data/processed/deepcad_render", 2, "deepcad"),
-                                        ("ingest_ssv2", "data/interim/ssv2", 3, "ssv2")):
-        jobs = run_on_slurm(clone, target, slurm_conf)
-        assert sorted(jobs) == sorted([f"{prefix}_shard"] * shards + [f"{prefix}_merge"]), jobs
-        on_slurm = tree_digests(clone / out)
-        assert len([p for p in on_slurm if p.startswith("shards/shard-")]) == shards
-
+    jobs = run_on_slurm(clone, list(FAN_OUTS), slurm_conf)  # both fan-outs in one run: the node runs 2 jobs at once
+    expected = [rule for _, shards, prefix in FAN_OUTS.values()
+                for rule in [f"{prefix}_shard"] * shards + [f"{prefix}_merge"]]
+    assert sorted(jobs) == sorted(expected), jobs
+    on_slurm = {target: tree_digests(clone / out) for target, (out, _, _) in FAN_OUTS.items()}
+    for target, (out, shards, _) in FAN_OUTS.items():
+        assert len([p for p in on_slurm[target] if p.startswith("shards/shard-")]) == shards
         shutil.rmtree(clone / out)
-        run(["snakemake", target, "--cores", "2"], clone)
-        assert tree_digests(clone / out) == on_slurm, f"{target}: SLURM and local outputs differ"
+    run(["snakemake", *FAN_OUTS, "--cores", "2"], clone)
+    for target, (out, _, _) in FAN_OUTS.items():
+        assert tree_digests(clone / out) == on_slurm[target], f"{target}: SLURM and local outputs differ"
 
 
 def test_slurm_script_refuses_to_start_without_a_directory():
