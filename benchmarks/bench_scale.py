@@ -203,9 +203,9 @@ def _output_files(dataset: str, cfg, item_id: str, row: dict) -> list[str]:
 # one size
 
 
-def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, str]:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     t = time.perf_counter()
-    proc = run(cmd, cwd, env=env) if env else run(cmd, cwd)
+    proc = run(cmd, cwd)
     return time.perf_counter() - t, proc.stdout
 
 

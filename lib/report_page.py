@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lib.summary import dig
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
 
 # (label, value name, baseline name) rows of the headline table; names are lib.summary's "group.key"
@@ -28,10 +30,7 @@ DATA_ROWS = [("SSv2 videos", "ssv2.videos"), ("SSv2 quarantine rate", "ssv2.quar
 
 
 def _value(summary: dict[str, Any], name: str | None) -> Any:
-    if name is None:
-        return None
-    group, key = name.split(".", 1)
-    return (summary.get(group) or {}).get(key)
+    return None if name is None else dig(summary, name)
 
 
 def _fmt(value: Any) -> str:

@@ -67,7 +67,7 @@ class ShardPlan(Generic[Item]):
         per_shard = [hashlib.sha256() for _ in range(shards)]
         whole = hashlib.sha256()
         for it in self.items:
-            encoded = _encode({f.name: getattr(it, f.name) for f in fields(it)})
+            encoded = _encode(_record(it))
             per_shard[it.shard].update(encoded)
             whole.update(encoded)
         for q in self.quarantine:
@@ -100,6 +100,11 @@ def digest(records: Iterable[dict]) -> str:
 
 def _encode(record: dict) -> bytes:
     return json.dumps(record, sort_keys=True, default=str).encode()
+
+
+def _record(item: Any) -> dict[str, Any]:
+    """A plan item (a flat dataclass) as the dict its digest and its slice file hold."""
+    return {f.name: getattr(item, f.name) for f in fields(item)}
 
 
 def shard_digest(data: str, settings: dict[str, Any], code: str) -> str:
@@ -271,7 +276,7 @@ class FanOut:
         by_shard: dict[int, list[dict]] = {i: [] for i in indices}
         for it in plan.items:
             if it.shard in by_shard:
-                by_shard[it.shard].append({f.name: getattr(it, f.name) for f in fields(it)})
+                by_shard[it.shard].append(_record(it))
         folder = Path(cfg.out) / SHARD_DIR / SLICE_DIR
         for index, rows in by_shard.items():
             atomic_write_json(folder / f"{ident.shards[index]}.json", rows, indent=None)

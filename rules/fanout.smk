@@ -16,9 +16,9 @@ RUN_LOCKS = RunLocks()
 
 
 onstart:
-    RUN_LOCKS.hold(FANOUTS, list(workflow.dag.needrun_jobs()))
+    RUN_LOCKS.hold(FANOUTS, workflow.dag.needrun_jobs())
     for fan in FANOUTS:  # each shard job reads its items instead of planning again (lib.shards.FanOut.write_slices)
-        fan.write_slices(list(workflow.dag.needrun_jobs()))
+        fan.write_slices(workflow.dag.needrun_jobs())
 
 
 onsuccess:
