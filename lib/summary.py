@@ -8,12 +8,13 @@ run gives ``null`` and counts in ``stages_missing``.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lib.io import read_json
 
 # (stage whose report_dir holds metrics.json, its default report_dir)
 SOURCES = {
@@ -92,7 +93,7 @@ def metrics_files(params: dict) -> dict[str, Path]:
 def summarize(files: dict[str, Path], digits: int = 4) -> dict[str, Any]:
     """Return ``{"summary": {group: {key: value}}}`` for every :data:`HEADLINE` name ``group.key`` (None where its
     stage has not run), and ``stages_missing``."""
-    loaded = {stage: json.loads(path.read_text()) if path.is_file() else None for stage, path in files.items()}
+    loaded = {stage: read_json(path) if path.is_file() else None for stage, path in files.items()}
     values: dict[str, Any] = {}
     for name, (stage, read) in HEADLINE.items():
         value = read(loaded[stage]) if loaded[stage] is not None else None

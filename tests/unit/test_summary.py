@@ -57,3 +57,14 @@ def test_stage_reads_report_dirs_from_the_params_file(tmp_path):
     out = json.loads((tmp_path / "out/summary.json").read_text())["summary"]
     assert out["apt"]["gain_db"] == 1.5 and out["ssv2"]["videos"] is None
     assert "no metrics yet from validate_ssv2" in proc.stderr
+
+
+def test_malformed_metrics_file_fails_the_stage_naming_the_file(tmp_path):
+    (tmp_path / "apt").mkdir()
+    (tmp_path / "apt/metrics.json").write_text('{"G_ema": {"psnr_gain_db": 1.5}')  # truncated write
+    params = tmp_path / "params.yaml"
+    params.write_text(f"summarize:\n  out: {tmp_path}/out/summary.json\neval_apt:\n  report_dir: {tmp_path}/apt\n")
+    proc = run_stage_module("summarize", ["--params", str(params)], tmp_path)
+    assert proc.returncode == 1
+    assert f"{tmp_path}/apt/metrics.json: not valid JSON" in proc.stderr
+    assert not (tmp_path / "out/summary.json").exists()
