@@ -83,26 +83,34 @@ def sharded_stage_main(fanout: Any, doc: str) -> None:
         log.info("summary: %s", fanout.merge(root, cfg))
     else:
         with exclusive(cfg.out, f"{name} fan-out root"):
+            # plan once, as Snakemake's onstart does: each shard reads its slice instead of planning the whole root
+            # again (shards x items of planning: at 512 shards of the real SSv2 that is 512 plans of 220k videos)
+            plan, ident = fanout.identity(root, cfg)
+            fanout.write_slices(cfg, plan, ident, range(cfg.shards))
             if args.jobs > 1:
-                _run_shard_processes(fanout.entry, args.params, cfg.shards, args.jobs)
+                _run_shard_processes(fanout.entry, args.params, ident.shards, args.jobs)
             else:
                 for i in range(cfg.shards):
-                    fanout.run_shard(root, cfg, i, progress=progress)
+                    fanout.run_shard(root, cfg, i, progress=progress, expected=ident.shards[i])
             log.info("summary: %s", fanout.merge(root, cfg))
 
 
-def _run_shard_processes(entry: str, params: str, shards: int, jobs: int) -> None:
-    """Run ``python -m <entry> shard -i N`` for every shard, ``jobs`` at a time; raise naming the failed ones."""
+def _run_shard_processes(entry: str, params: str, digests: tuple[str, ...], jobs: int) -> None:
+    """Run ``python -m <entry> shard -i N --digest D`` for every shard, ``jobs`` at a time; raise naming the failed
+    ones."""
     import subprocess
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
     def one(index: int) -> tuple[int, subprocess.CompletedProcess]:
-        cmd = [sys.executable, "-m", entry, "--params", params, "--no-progress", "shard", "--index", str(index)]
-        return index, subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [sys.executable, "-m", entry, "--params", params, "--no-progress", "shard", "--index", str(index),
+               "--digest", digests[index]]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stderr.write(proc.stderr)  # the job's log and warnings, whole, as it ends
+        return index, proc
 
     with ThreadPoolExecutor(jobs) as pool:
-        failed = [(i, proc) for i, proc in pool.map(one, range(shards)) if proc.returncode != 0]
+        failed = [(i, proc) for i, proc in pool.map(one, range(len(digests))) if proc.returncode != 0]
     if failed:
         tails = "; ".join(f"shard {i}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}" for i, proc in failed)
-        raise RuntimeError(f"{len(failed)} of {shards} shards failed ({tails}); fix it and run again")
+        raise RuntimeError(f"{len(failed)} of {len(digests)} shards failed ({tails}); fix it and run again")

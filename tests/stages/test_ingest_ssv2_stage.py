@@ -35,6 +35,8 @@ def test_plan_then_run_on_bad_corpus(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert summary["videos"] == len(good) and summary["quarantined"] == len(cases) + 1
+    assert proc.stderr.count("item(s) from the run's plan") == 2  # planned once, each shard read its slice
+    assert not list((tmp_path / "out/shards").glob(".slices/*"))  # the merge removed the slices
 
 
 def test_run_with_jobs_equals_run_in_one_process(tmp_path):
@@ -48,6 +50,7 @@ def test_run_with_jobs_equals_run_in_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out/manifest.parquet"), one)
     assert (tmp_path / "out/summary.json").read_text() == one_summary
+    assert proc.stderr.count("item(s) from the run's plan") == 2  # the shard processes read the parent's plan
     assert len(list((tmp_path / "out/shards").glob("shard-*.parquet"))) == 2
 
 
