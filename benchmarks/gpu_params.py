@@ -11,6 +11,8 @@ Presets (the files of conf/ that `dvc exp run -S` composes, read here without Hy
        256 px/8 frames -> 512/16 -> 1024/49, bf16) and conf/data/ssv2_1024.yaml (the SSv2-format data rendered
        1024 px high into folders of its own; train_video_vae and train_audio_vae null). train_curriculum.steps is
        removed (the loader rejects null), so it is the sum of the phases' steps, also after overriding them.
+  cad  conf/train_cad_vlm/gpu_h200.yaml: the CNN+GRU image -> CAD-code model wider and deeper (channels 64,
+       hidden 512, 2 layers) on 128 px views, batch 64, bf16, up to 60 epochs; raise synth_deepcad.count with it.
 
 Overrides: `section.key.sub=value`, the value parsed as YAML (`null` is None, `[1, 2]` a list, `{a: 1}` a
 mapping); an integer part indexes a list (`train_curriculum.curriculum.phases.0.steps=200`); missing mapping
@@ -40,10 +42,12 @@ def _conf(rel: str) -> dict[str, Any]:
     return data
 
 
-# The same files `dvc exp run -S 'train_apt=gpu_h200'` and `-S 'train_curriculum=gpu_h200' -S 'data=ssv2_1024'`
-# compose (tests/unit/test_gpu_params.py checks both ways agree), read without Hydra for machines that lack it.
+# The same files `dvc exp run -S 'train_apt=gpu_h200'`, `-S 'train_curriculum=gpu_h200' -S 'data=ssv2_1024'` and
+# `-S 'train_cad_vlm=gpu_h200'` compose (tests/unit/test_conf_presets.py checks both ways agree), read without Hydra
+# for machines that lack it.
 PRESETS = {"apt": lambda: {"train_apt": _conf("train_apt/gpu_h200.yaml")},
-           "vae": lambda: {"train_curriculum": _conf("train_curriculum/gpu_h200.yaml"), **_conf("data/ssv2_1024.yaml")}}
+           "vae": lambda: {"train_curriculum": _conf("train_curriculum/gpu_h200.yaml"), **_conf("data/ssv2_1024.yaml")},
+           "cad": lambda: {"train_cad_vlm": _conf("train_cad_vlm/gpu_h200.yaml")}}
 
 
 def preset(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +91,7 @@ def override(params: dict[str, Any], dotted: str, value: Any) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("preset", help="apt | vae")
+    parser.add_argument("preset", help="apt | vae | cad")
     parser.add_argument("out", help="params file to write")
     parser.add_argument("overrides", nargs="*", metavar="dotted.key=yaml_value")
     parser.add_argument("--params", default="params.yaml", help="params file to start from (default: %(default)s)")

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from benchmarks import gpu_params
 from lib.train.apt import from_section as apt_section
+from lib.train.cad_vlm import from_section as cad_section
 from tests.helpers.workspace import REPO
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -31,6 +32,7 @@ def test_params_yaml_is_the_composition_of_conf():
 def test_gpu_presets_compose_to_what_gpu_params_applies():
     assert composed("train_apt=gpu_h200") == gpu_params.preset("apt", copy.deepcopy(PARAMS))
     assert composed("train_curriculum=gpu_h200", "data=ssv2_1024") == gpu_params.preset("vae", copy.deepcopy(PARAMS))
+    assert composed("train_cad_vlm=gpu_h200") == gpu_params.preset("cad", copy.deepcopy(PARAMS))
 
 
 def test_a_preset_changes_only_its_section_and_loads():
@@ -39,3 +41,12 @@ def test_a_preset_changes_only_its_section_and_loads():
     assert tiny["train_apt"]["steps"] == 8 and tiny["train_apt"]["lr"] == PARAMS["train_apt"]["lr"]  # cpu kept
     cfg = apt_section(tiny["train_apt"], "train_apt")
     assert cfg.train.steps == 8
+
+
+def test_cad_gpu_preset_loads_and_changes_only_its_section():
+    gpu = composed("train_cad_vlm=gpu_h200")
+    assert {k: v for k, v in gpu.items() if k != "train_cad_vlm"} == {
+        k: v for k, v in PARAMS.items() if k != "train_cad_vlm"}
+    cfg = cad_section(gpu["train_cad_vlm"], "train_cad_vlm")
+    assert (cfg.image_size, cfg.model.image_size, cfg.model.layers, cfg.train.mixed_precision) == (128, 128, 2, "bf16")
+    assert cfg.train.out_dir == PARAMS["train_cad_vlm"]["out_dir"]  # the cpu file's keys kept
