@@ -11,7 +11,9 @@ the loader:
 
 - ``bf16``: eager; ``bf16 + compile``: every ResBlock and norm compiled (``torch.compile``, regional);
 - ``means`` rows (``--means``): the same step with one memory saving taken away at a time (uniform width, the
-  whole batch in one forward), to say what each one buys.
+  whole batch in one forward, the phase's whole-level checkpointing), to say what each one buys.
+
+Each phase runs with its own ``micro_batch`` and ``checkpoint_levels`` (1024 px: whole levels 0-1 recomputed).
 
 Time per step: wall time from the start of step ``warmup`` to the start of step ``warmup + steps``. Peak: the
 allocator's peak (``max_memory_allocated``). FLOPs: ``torch.utils.flop_counter`` on the meta device for one
@@ -46,6 +48,7 @@ VARIANTS = {"bf16": {}, "bf16 + compile": {"compile": True}}
 MEANS = {  # one saving taken away at a time (eager bf16), to say what each buys
     "no level_channels (width 128 everywhere)": {"uniform": True},
     "no micro-batching (whole batch per forward)": {"whole_batch": True},
+    "no whole-level checkpointing (checkpoint_levels 0)": {"checkpoint_levels": 0},
 }
 
 
@@ -62,14 +65,14 @@ def section(phase: PhaseConfig, model: VideoVAEConfig, micro: int, steps: int, o
             "model": {**dataclasses.asdict(model), "level_channels": list(model.level_channels)}}
 
 
-def random_data(phase: PhaseConfig, micro: int):
+def random_data(phase: PhaseConfig, micro: int, levels: int | None):
     g = torch.Generator(device="cuda").manual_seed(0)
     video = torch.rand(phase.batch_size, 3, phase.frames, phase.resolution, phase.resolution, device="cuda",
                        generator=g) * 2 - 1
 
     def data(start_step: int):
         while True:
-            yield {"video": video, "noise_seed": 0, "micro_batch": micro}
+            yield {"video": video, "noise_seed": 0, "micro_batch": micro, "checkpoint_levels": levels}
 
     return data
 
@@ -99,11 +102,13 @@ def run_variant(args, phase_name: str, variant: dict) -> dict:
         stamps.append(time.perf_counter())
         return step_fn(trainer, batch, step)
 
-    trainer = Trainer(cfg.train, {MODEL: model}, stamped, random_data(phase, micro))
+    levels = variant.get("checkpoint_levels", phase.checkpoint_levels)  # as the curriculum's step sets it
+    trainer = Trainer(cfg.train, {MODEL: model}, stamped, random_data(phase, micro, levels))
     torch.cuda.reset_peak_memory_stats()
     trainer.run(progress=False)
     sec = (stamps[args.warmup + args.steps] - stamps[args.warmup]) / args.steps
     return {"sec": sec, "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "micro_batch": micro,
+            "checkpoint_levels": model.checkpoint_levels,
             "first_steps_s": stamps[args.warmup] - stamps[0]}
 
 

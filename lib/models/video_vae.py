@@ -36,6 +36,7 @@ Presets (param counts from :meth:`VideoVAE.param_count`):
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,9 +82,18 @@ class VideoVAEConfig(Checked):
     # with gradient_checkpointing: recompute each ResBlock in chunks of this many frames (plus the frames its
     # causal convs look back on), so backward holds one chunk's inner tensors, not the clip's; exact. null: whole
     checkpoint_chunk_frames: Annotated[int, Ge(1)] | None = None
+    # with gradient_checkpointing: the first N encoder levels (with the input conv) and the last N decoder levels
+    # (with the output head) also run as one checkpointed segment each, their layers checkpointed inside it, so
+    # between forward and backward only a level's input is kept, not its layers' full-resolution inputs (the
+    # floor of memory at 1024 px); each such level's forward runs once more. Exact. 0: layers only
+    checkpoint_levels: Annotated[int, Ge(0)] = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.checkpoint_levels > len(self.levels):
+            raise ValueError(f"checkpoint_levels: {self.checkpoint_levels} is more than the {len(self.levels)} "
+                             f"levels (temporal_compression={self.temporal_compression}, spatial_compression="
+                             f"{self.spatial_compression}); use 0..{len(self.levels)}")
         if self.level_channels and len(self.level_channels) != len(self.levels):
             raise ValueError(f"level_channels: one width per level ({len(self.levels)} levels for "
                              f"temporal_compression={self.temporal_compression}, spatial_compression="
@@ -266,10 +276,31 @@ class VideoVAE(nn.Module):
             for i, (ft, fs) in reversed(list(enumerate(levels))))
         self.dec_norm = FrameGroupNorm(_groups(w[0]), w[0])
         self.dec_out = CausalConv3d(w[0], config.in_channels)
+        # a run-time setting, not part of the weights: a curriculum phase may change it (PhaseConfig)
+        self.checkpoint_levels = config.checkpoint_levels
 
     def param_count(self) -> int:
         """Return the number of parameters (all are trainable)."""
         return sum(p.numel() for p in self.parameters())
+
+    def _checkpointing(self) -> bool:
+        return self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
+
+    def _segments(self) -> int:
+        """Levels run as whole checkpointed segments now (``checkpoint_levels`` while checkpointing, else 0)."""
+        return min(self.checkpoint_levels, len(self.enc_levels)) if self._checkpointing() else 0
+
+    def _enc_level(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        if i == 0:
+            h = self.enc_in(h)
+        for layer in self.enc_levels[i]:
+            h = self._run(layer, h)
+        return h
+
+    def _dec_level(self, j: int, h: torch.Tensor) -> torch.Tensor:
+        for layer in self.dec_levels[j]:
+            h = self._run(layer, h)
+        return self._run(self._dec_head, h) if j == len(self.dec_levels) - 1 else h
 
     def _run(self, layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Apply ``layer``, checkpointed when configured and a backward pass will follow.
@@ -278,8 +309,7 @@ class VideoVAE(nn.Module):
         input (Up keeps its up-sampled map, a head its norm and SiLU outputs in fp32 under autocast), so only the
         input is kept. Down and the input conv are not: a one-conv segment would keep the same input anyway.
         """
-        if (self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
-                and not isinstance(layer, Down)):
+        if self._checkpointing() and not isinstance(layer, Down):
             chunk, halo = self.config.checkpoint_chunk_frames, self._look_back(layer)
             if halo is not None and chunk is not None and x.shape[2] > chunk:
                 return _checkpoint_in_time_chunks(layer, x, chunk, halo)
@@ -316,10 +346,11 @@ class VideoVAE(nn.Module):
         pad = -T % cfg.temporal_compression
         if pad:  # repeat the last frame at the end: keeps groups aligned to frame 0 and stays causal
             x = F.pad(x, (0, 0, 0, 0, 0, pad), mode="replicate")
-        h = self.enc_in(x)
-        for level in self.enc_levels:
-            for layer in level:
-                h = self._run(layer, h)
+        segments = self._segments()
+        h = x if self.enc_levels else self.enc_in(x)
+        for i in range(len(self.enc_levels)):
+            h = (checkpoint(functools.partial(self._enc_level, i), h, use_reentrant=False) if i < segments
+                 else self._enc_level(i, h))
         for block in self.enc_mid:
             h = self._run(block, h)
         moments = self._run(self._enc_head, h)
@@ -344,10 +375,11 @@ class VideoVAE(nn.Module):
         h = self.dec_in(z)
         for block in self.dec_mid:
             h = self._run(block, h)
-        for level in self.dec_levels:
-            for layer in level:
-                h = self._run(layer, h)
-        x_hat = self._run(self._dec_head, h)
+        levels, segments = len(self.dec_levels), self._segments()
+        for j in range(levels):  # the last level also runs the output head
+            h = (checkpoint(functools.partial(self._dec_level, j), h, use_reentrant=False) if j >= levels - segments
+                 else self._dec_level(j, h))
+        x_hat = h if levels else self._run(self._dec_head, h)
         return x_hat if num_frames is None else x_hat[:, :, :num_frames]
 
     def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,

@@ -125,6 +125,9 @@ class PhaseConfig(Checked):
     # the step splits each batch into micro-batches of this size and accumulates their gradients: the same
     # update (float noise aside) with 1/(batch_size/micro_batch) of the activation memory. null: batch_size
     micro_batch: Annotated[int, Ge(1)] | None = None
+    # the video VAE's checkpoint_levels while the phase runs (whole levels recomputed: memory for time; exact);
+    # null: the model's own setting
+    checkpoint_levels: Annotated[int, Ge(0)] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -184,7 +187,7 @@ GPU_PRESET = CurriculumConfig(phases=(
     PhaseConfig("512px", resolution=512, frames=16, batch_size=8, lr=1e-4, steps=10_000, warmup_steps=500,
                 micro_batch=4),
     PhaseConfig("1024px", resolution=1024, frames=49, batch_size=4, lr=5e-5, steps=5_000, warmup_steps=500,
-                micro_batch=1),
+                micro_batch=1, checkpoint_levels=2),  # 93 -> 64 GiB estimated: one 80 GB card
 ), gradient_checkpointing=True)  # peaks: benchmarks/estimate_vae_memory.py (CPU), bench_vae_gpu.py (GPU)
 
 

@@ -156,6 +156,11 @@ def from_section(section: Mapping[str, Any] | None, where: str = "train_video_va
     if cfg.micro_batch is not None and train.batch_size % cfg.micro_batch:
         raise ConfigError(f"{where}.micro_batch: {cfg.micro_batch} does not divide batch_size={train.batch_size}; "
                           f"use a divisor (e.g. 1) or null")
+    levels = len(cfg.model.levels)
+    for i, phase in enumerate(cfg.curriculum.phases if cfg.curriculum is not None else ()):
+        if phase.checkpoint_levels is not None and phase.checkpoint_levels > levels:
+            raise ConfigError(f"{where}.curriculum.phases.{i}.checkpoint_levels: {phase.checkpoint_levels} is more "
+                              f"than the model's {levels} levels; use 0..{levels} or null")
     return cfg
 
 
@@ -259,7 +264,8 @@ def make_data_fn(cfg: VideoVAETrainConfig, manifest: str | Path, stable: Mapping
             generator = torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, phase_index, index))
             video = square_resize_crop(batch["video"], resolution, generator)
             noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            yield {"video": video, "noise_seed": noise_seed, "micro_batch": cfg.micro_batch_of(phase)}
+            yield {"video": video, "noise_seed": noise_seed, "micro_batch": cfg.micro_batch_of(phase),
+                   "checkpoint_levels": None if phase is None else phase.checkpoint_levels}
 
     if cfg.curriculum is None:
         def data(start_step: int) -> Iterator[dict[str, Any]]:
@@ -307,7 +313,10 @@ def make_step_fn(loss_fn: VideoVAELoss) -> StepFn:
         B = len(x)
         micro = min(int(batch.get("micro_batch") or B), B)
         model = trainer.models[MODEL]
-        cfg = trainer.unwrap(MODEL).config
+        vae = trainer.unwrap(MODEL)
+        cfg = vae.config
+        levels = batch.get("checkpoint_levels")  # the phase's, else the model's own
+        vae.checkpoint_levels = cfg.checkpoint_levels if levels is None else levels
         eps = torch.randn((B, *latent_shape(cfg, *x.shape[2:])), generator=_noise(batch["noise_seed"], x.device),
                           device=x.device)  # what reparameterize draws for the whole batch
         stats: dict[str, float] = {}

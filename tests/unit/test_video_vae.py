@@ -175,6 +175,47 @@ def test_checkpointing_in_time_chunks_gives_the_plain_gradient(chunk):
         torch.testing.assert_close(g_chunked, g_plain, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+def test_whole_level_checkpointing_gives_the_plain_gradient(levels):
+    """checkpoint_levels: the first encoder levels (with the input conv) and the last decoder levels (with the head)
+    as whole checkpointed segments, layers checkpointed inside, time chunks too: the outputs and gradients of the
+    model without any checkpointing; only training with gradients uses it."""
+    cfg = VideoVAEConfig(channels=8, latent_channels=4, temporal_compression=4, spatial_compression=4, blocks=1,
+                         level_channels=(4, 8))
+    plain = VideoVAE(cfg).train()
+    ckpt = VideoVAE(dataclasses.replace(cfg, gradient_checkpointing=True, checkpoint_chunk_frames=3,
+                                        checkpoint_levels=levels)).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = _video(2, 3, 9, 16, 16)
+    outs, grads = [], []
+    for model in (plain, ckpt):
+        x_hat, mean, logvar = model(x, generator=torch.Generator().manual_seed(0))
+        ((x_hat - x).abs().mean() + mean.square().mean() + logvar.exp().mean()).backward()
+        outs.append(x_hat.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    for g_plain, g_ckpt in zip(*grads, strict=True):
+        torch.testing.assert_close(g_ckpt, g_plain, rtol=1e-5, atol=1e-6)
+    assert ckpt._segments() == levels
+    with torch.no_grad():
+        assert ckpt._segments() == 0
+    assert ckpt.eval()._segments() == 0
+
+
+def test_checkpoint_levels_beyond_the_model_is_refused_naming_the_range():
+    with pytest.raises(ValueError, match=r"checkpoint_levels: 3 is more than the 2 levels .*use 0..2"):
+        VideoVAEConfig(temporal_compression=2, spatial_compression=4, checkpoint_levels=3)
+
+
+def test_whole_level_checkpointing_lowers_the_estimated_peak_memory():
+    from benchmarks.estimate_vae_memory import estimate_peak_gib
+
+    cfg = VideoVAEConfig(channels=16, latent_channels=4, temporal_compression=2, spatial_compression=4, blocks=2,
+                         gradient_checkpointing=True, checkpoint_chunk_frames=4)
+    peaks = [estimate_peak_gib(dataclasses.replace(cfg, checkpoint_levels=n), 1, 12, 64) for n in (0, 1, 2)]
+    assert peaks[2] < peaks[1] < peaks[0], peaks
+
+
 def test_time_chunks_lower_the_estimated_peak_memory_of_a_step():
     """benchmarks/estimate_vae_memory.py's estimate (fake tensors, no data): each saving lowers the peak."""
     from benchmarks.estimate_vae_memory import estimate_peak_gib

@@ -167,6 +167,26 @@ def test_micro_batch_is_set_per_phase_and_must_divide_the_batch(manifest, tmp_pa
         from_section(section(tmp_path / "bad2", batch_size=4, micro_batch=3))
 
 
+def test_checkpoint_levels_follow_the_phase_and_fall_back_to_the_model(manifest, tmp_path):
+    phases = [{**PHASES[0], "checkpoint_levels": 1}, PHASES[1]]
+    section_ = curriculum_section(tmp_path / "run", curriculum={"phases": phases})
+    section_["model"] = {**section_.get("model", {}), "gradient_checkpointing": True, "checkpoint_levels": 0}
+    cfg = from_section(section_)
+    data = make_data_fn(cfg, manifest)
+    first = next(iter(data(0, cfg.curriculum.phases[0])))
+    second = next(iter(data(0, cfg.curriculum.phases[1])))
+    assert first["checkpoint_levels"] == 1 and second["checkpoint_levels"] is None
+    model = build_model(cfg)
+    step = make_step_fn(VideoVAELoss(cfg.loss))
+    step(_StubTrainer(model), first, 0)
+    assert model.checkpoint_levels == 1
+    step(_StubTrainer(model), second, 1)
+    assert model.checkpoint_levels == 0  # the model's own setting again
+    bad = curriculum_section(tmp_path / "bad", curriculum={"phases": [{**PHASES[0], "checkpoint_levels": 5}]})
+    with pytest.raises(ConfigError, match=r"curriculum.phases.0.checkpoint_levels: 5 is more than the model's"):
+        from_section(bad)
+
+
 def test_a_few_steps_lower_the_validation_loss(manifest, tmp_path):
     cfg = from_section(section(tmp_path / "run", steps=40, val_every=40, checkpoint_every=40, log_every=5,
                                resolution=8, clip_frames=2, batch_size=4, lr=0.01))
