@@ -227,6 +227,7 @@ def main() -> None:
         micro = phase.micro_batch or phase.batch_size
         flops, shapes = model_flops(phase, GPU_PRESET)
         ceil = ceiling(phase, micro, shapes, 10)
+        torch.cuda.empty_cache()  # the ceiling's cached blocks (~4 GiB at 1024 px) would sit beside each child run
         print(f"{name}: {flops / 1e12:.1f} TFLOP per step; conv ceiling {ceil:.0f} TFLOP/s", flush=True)
         keys = [k for k in VARIANTS if not (args.no_compile and "compile" in k)] + (list(MEANS) if args.means else [])
         rows = []
