@@ -18,36 +18,53 @@ LEAK = 0.2  # LeakyReLU slope, as in PatchGAN / StyleGAN
 class PatchDiscriminator3D(nn.Module):
     """3D PatchGAN: one real/fake logit per space-time patch.
 
-    Layers (k = kernel (t, h, w), s = stride, p = padding 1 everywhere):
+    Layers (k = kernel (t, h, w), s = stride, p = padding 1 everywhere), with ``kernel=4`` (pix2pix's layout):
 
     - ``n_down`` convs k(3,4,4) s(1,2,2): halve H and W, keep T; width doubles from ``channels``
       (capped at ``max_channels``);
     - one conv k(3,4,4) s1: H -> H - 1 (the PatchGAN stride-1 k4 layer);
     - logits conv k3 s1 -> 1 channel: keeps the shape.
 
-    Output shape: ``[B, 3, T, H, W] -> [B, 1, T, H // 2**n_down - 1, W // 2**n_down - 1]``,
-    e.g. ``[2, 3, 8, 64, 64] -> [2, 1, 8, 15, 15]`` with the default ``n_down=2``.
-    Needs ``H, W >= 2 * 2**n_down``. Time is not strided, so every frame gets its own logits.
+    ``kernel=3`` uses k(3,3,3) throughout (the kernels cuDNN's tensor-core paths are tuned for; the k4 ones were
+    the slow layers in the GPU profile), so the stride-1 layer keeps H. ``stem="space_to_depth"`` replaces the
+    first strided conv's input by a 2x2 pixel-unshuffle (3 -> 12 channels at half size) and makes that conv
+    stride 1: the 3-channel full-resolution layer, the other slow one, goes away. Both keep the number of layers
+    and feature maps (feature matching unchanged).
+
+    Output shape: ``[B, 3, T, H, W] -> [B, 1, T, H // 2**n_down - 1, W // 2**n_down - 1]`` with ``kernel=4``,
+    ``[B, 1, T, H // 2**n_down, W // 2**n_down]`` with ``kernel=3``; e.g. ``[2, 3, 8, 64, 64] -> [2, 1, 8, 15, 15]``
+    with the defaults. Needs ``H, W >= 2 * 2**n_down`` (even H, W with the space-to-depth stem). Time is not
+    strided, so every frame gets its own logits.
     """
 
-    def __init__(self, in_channels: int = 3, channels: int = 32, n_down: int = 2, max_channels: int = 256) -> None:
+    def __init__(self, in_channels: int = 3, channels: int = 32, n_down: int = 2, max_channels: int = 256,
+                 kernel: int = 4, stem: str = "conv") -> None:
         super().__init__()
         if n_down < 1:
             raise ValueError(f"PatchDiscriminator3D: n_down must be >= 1, got {n_down}")
-        self.n_down = n_down
+        if kernel not in (3, 4):
+            raise ValueError(f"PatchDiscriminator3D: kernel must be 3 or 4, got {kernel}")
+        if stem not in ("conv", "space_to_depth"):
+            raise ValueError(f"PatchDiscriminator3D: stem must be 'conv' or 'space_to_depth', got {stem!r}")
+        self.n_down, self.kernel, self.stem = n_down, kernel, stem
+        k = (3, kernel, kernel)
         convs = []
         c_in, c_out = in_channels, channels
-        for _ in range(n_down):
-            convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=(3, 4, 4), stride=(1, 2, 2), padding=1)))
+        for i in range(n_down):
+            if i == 0 and stem == "space_to_depth":  # the unshuffle already halved H and W
+                convs.append(spectral_norm(nn.Conv3d(4 * c_in, c_out, kernel_size=3, stride=1, padding=1)))
+            else:
+                convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=k, stride=(1, 2, 2), padding=1)))
             c_in, c_out = c_out, min(2 * c_out, max_channels)
-        convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=(3, 4, 4), stride=1, padding=1)))
+        convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=k, stride=1, padding=1)))
         self.convs = nn.ModuleList(convs)
         self.to_logits = spectral_norm(nn.Conv3d(c_out, 1, kernel_size=3, padding=1))
 
     def output_shape(self, shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
         """Return the logits shape ``(B, 1, T, H', W')`` for an input of shape ``(B, C, T, H, W)``."""
         B, _, T, H, W = shape
-        return (B, 1, T, H // 2**self.n_down - 1, W // 2**self.n_down - 1)
+        trim = 1 if self.kernel == 4 else 0
+        return (B, 1, T, H // 2**self.n_down - trim, W // 2**self.n_down - trim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return ``(logits [B, 1, T, H', W'], features)``; see the class docstring for ``H'``, ``W'``."""
@@ -57,6 +74,13 @@ class PatchDiscriminator3D(nn.Module):
         if min(x.shape[-2:]) < min_hw:
             raise ValueError(f"PatchDiscriminator3D: H and W must be >= {min_hw} for n_down={self.n_down}, "
                              f"got {list(x.shape[-2:])}; lower n_down or crop larger")
+        if self.stem == "space_to_depth":
+            if x.shape[-1] % 2 or x.shape[-2] % 2:
+                raise ValueError(f"PatchDiscriminator3D: the space_to_depth stem needs even H and W, got "
+                                 f"{list(x.shape[-2:])}; crop to an even size")
+            B, C, T, H, W = x.shape  # [B, C, T, H, W] -> [B, 4C, T, H/2, W/2]
+            x = F.pixel_unshuffle(x.transpose(1, 2).reshape(B * T, C, H, W), 2)
+            x = x.reshape(B, T, 4 * C, H // 2, W // 2).transpose(1, 2)
         features = []
         for conv in self.convs:
             x = F.leaky_relu(conv(x), LEAK)  # [B, C_i, T, H / 2**i, W / 2**i]

@@ -119,3 +119,17 @@ def test_text_vectors_follow_each_clip_and_config_checks(manifest):
         from_section(tiny_section("x", text_condition=True))
     with pytest.raises(ConfigError, match="text_condition: true or model.text_dim: 0"):
         from_section(tiny_section("x", model={"scale": 4, "channels": 8, "blocks": 1, "text_dim": 3}))
+
+
+@pytest.mark.parametrize("loss", [{"r1_every": 2, "recon": 1.0}, {"kind": "rpgan_r1r2", "r2": 1.0, "recon": 1.0}])
+def test_the_k3_space_to_depth_discriminator_trains(tmp_path, manifest, loss):
+    """disc_kernel 3 + disc_stem space_to_depth (the GPU-speed variant of the patch D) through both loss kinds."""
+    cfg = from_section(tiny_section(tmp_path / "run", steps=4, disc_kernel=3, disc_stem="space_to_depth", loss=loss))
+    trainer = make_trainer(cfg, loader_config(cfg, manifest))
+    D = trainer.unwrap("D")
+    assert (D.kernel, D.stem, D.convs[0].in_channels) == (3, "space_to_depth", 12)
+    metrics = trainer.run()
+    for key in ("d/loss", "g/loss", "g/adv", "g/fm"):
+        assert math.isfinite(metrics[key]), key
+    with pytest.raises(ConfigError, match="disc_stem"):
+        from_section(tiny_section("x", disc_stem="patchify"))

@@ -71,3 +71,39 @@ def test_gradients_reach_input_and_params(make):
     logits.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is not None for p in D.parameters())
+
+
+@pytest.mark.parametrize("kernel,stem", [(3, "conv"), (3, "space_to_depth"), (4, "space_to_depth")])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 64, 64), (1, 3, 3, 32, 48)])
+def test_patch_discriminator_variants_shape_and_features(kernel, stem, shape):
+    D = PatchDiscriminator3D(channels=4, kernel=kernel, stem=stem)
+    x = torch.randn(shape, requires_grad=True)
+    logits, features = D(x)
+    B, _, T, H, W = shape
+    trim = 1 if kernel == 4 else 0
+    assert logits.shape == (B, 1, T, H // 4 - trim, W // 4 - trim) == D.output_shape(shape)
+    assert [f.shape[-1] for f in features] == [W // 2, W // 4, W // 4 - trim]  # same layers as the default
+    logits.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_space_to_depth_stem_is_a_pixel_unshuffle_per_frame():
+    """The stem's first conv sees each frame's 2x2 pixel blocks as channels (checked against torch's unshuffle
+    on one frame), and the first conv has 4x the input channels at stride 1."""
+    D = PatchDiscriminator3D(channels=4, kernel=3, stem="space_to_depth")
+    first = D.convs[0]
+    assert first.in_channels == 12 and first.stride == (1, 1, 1)
+    seen = {}
+    first.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
+    x = torch.randn(1, 3, 2, 8, 8)
+    D(x)
+    torch.testing.assert_close(seen["x"][:, :, 1], torch.nn.functional.pixel_unshuffle(x[:, :, 1], 2))
+
+
+def test_patch_discriminator_rejects_a_bad_kernel_stem_or_odd_size():
+    with pytest.raises(ValueError, match="kernel must be 3 or 4"):
+        PatchDiscriminator3D(kernel=5)
+    with pytest.raises(ValueError, match="stem must be"):
+        PatchDiscriminator3D(stem="patchify")
+    with pytest.raises(ValueError, match="needs even H and W"):
+        PatchDiscriminator3D(channels=4, stem="space_to_depth")(torch.randn(1, 3, 2, 16, 17))
