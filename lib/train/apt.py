@@ -52,7 +52,7 @@ from lib.train.config import TrainConfig, flatten_section, split_section
 from lib.train.fingerprint import manifest_content
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
 from lib.train.guards import CollapseMonitor
-from lib.train.loop import DataFn, StepFn, Trainer
+from lib.train.loop import DataFn, StepFn, Trainer, process_state
 from lib.video.degrade import DegradeConfig, degrade
 
 _SEED_STRIDE = 1_000_003  # generator seed = seed * _SEED_STRIDE + micro-batch index
@@ -205,9 +205,7 @@ def make_data_fn(cfg: APTConfig, loader: VideoLoaderConfig,
     Under data parallelism each rank reads its share of the global sequence (see :func:`iterate_steps`),
     and crops/degradations are seeded by the global micro-batch index, so ranks see different clips.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     accum, total = cfg.train.grad_accum, cfg.train.steps * cfg.train.grad_accum
 
     def data(start_step: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -51,7 +51,7 @@ from lib.train.checkpoint import load_trained
 from lib.train.config import TrainConfig, flatten_section, split_section
 from lib.train.curriculum import EarlyStopping, MinDelta, Mode, Patience
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
-from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn
+from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn, process_state
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +211,7 @@ def files_digest(files: pd.DataFrame) -> str:
 def make_data_fn(cfg: AudioVAETrainConfig, dataset: AudioCropDataset) -> DataFn:
     """Return ``data(start_step)`` for the Trainer: ``{"mel": [batch_size, n_mels, crop_frames]}`` micro-batches
     from optimiser step ``start_step`` on, a pure function of the micro-batch index (exact resume)."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     rank, world = state.process_index, state.num_processes
     batch, accum = cfg.train.batch_size, cfg.train.grad_accum
 

@@ -51,7 +51,7 @@ from lib.train.config import TrainConfig, flatten_section, section_parts
 from lib.train.curriculum import EarlyStopping, MinDelta, Patience
 from lib.train.fingerprint import path_content
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
-from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn
+from lib.train.loop import DataFn, StepFn, Trainer, ValidateFn, process_state
 
 log = logging.getLogger(__name__)
 
@@ -354,16 +354,12 @@ class EpochSchedule:
 
 def schedule_for(cfg: CADVLMTrainConfig, n: int) -> EpochSchedule:
     """The :class:`EpochSchedule` of ``n`` training samples for this process group."""
-    from accelerate import PartialState
-
-    return EpochSchedule(n, cfg.train.batch_size, cfg.train.grad_accum, PartialState().num_processes, cfg.train.seed)
+    return EpochSchedule(n, cfg.train.batch_size, cfg.train.grad_accum, process_state().num_processes, cfg.train.seed)
 
 
 def make_data_fn(schedule: EpochSchedule, total_steps: int, make_batch: Callable[[list[int]], Any]) -> DataFn:
     """``data(start_step)``: ``make_batch(indices)`` of every micro-batch from ``start_step`` to ``total_steps``."""
-    from accelerate import PartialState
-
-    rank = PartialState().process_index
+    rank = process_state().process_index
 
     def data(start_step: int) -> Iterator[Any]:
         for micro in range(start_step * schedule.grad_accum, total_steps * schedule.grad_accum):

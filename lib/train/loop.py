@@ -83,8 +83,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import send_to_device, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import parse_flag_from_env, send_to_device, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -115,6 +115,17 @@ DataFn = Callable[[int], Iterator[Any]]
 PhaseDataFn = Callable[[int, PhaseConfig], Iterator[Any]]  # data(start_step, phase), with a curriculum
 ValidateFn = Callable[["Trainer", int], Mapping[str, Any]]
 STOP_REASONS = ("steps", "curriculum", "early_stopping", "time")
+
+
+def process_state() -> PartialState:
+    """accelerate's process state (rank, world size) as the Trainer's Accelerator will see it.
+
+    Data functions are built before the Trainer and ask for their rank. A bare ``PartialState()`` made first fixes
+    the shared state for the whole process, and on a CPU it ignores ``ACCELERATE_USE_CPU`` (which ``accelerate
+    launch --cpu`` sets and the Accelerator honours), so every rank of a multi-process CPU run would think it was
+    the only one: each would train alone on the same data. Passing the flag on gives gloo DDP there too.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 class Trainer:

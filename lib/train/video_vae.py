@@ -50,7 +50,7 @@ from lib.train.config import TrainConfig, flatten_section, section_parts
 from lib.train.curriculum import CurriculumConfig, CurriculumScheduler, EarlyStopping, MinDelta, Mode, PhaseConfig
 from lib.train.fingerprint import manifest_content
 from lib.train.fingerprint import run_fingerprint as fingerprint_of
-from lib.train.loop import StepFn, Trainer, ValidateFn
+from lib.train.loop import StepFn, Trainer, ValidateFn, process_state
 
 MODEL = "vae"  # the Trainer's model name: weights land in <out_dir>/final/raw/vae.safetensors
 # Keys a curriculum's phases set: giving them at the top level as well would be silently ignored.
@@ -249,9 +249,7 @@ def make_data_fn(cfg: VideoVAETrainConfig, manifest: str | Path, stable: Mapping
     ``start_step`` on; a pure function of (phase, global micro-batch index), so resuming is exact. Under data
     parallelism rank ``r`` reads global loader steps ``r, r+P, ...`` (see :func:`iterate_steps`).
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     accum, total = cfg.train.grad_accum, cfg.train.steps * cfg.train.grad_accum
     names = [p.name for p in cfg.phases()]
 
@@ -280,9 +278,7 @@ def make_data_fn(cfg: VideoVAETrainConfig, manifest: str | Path, stable: Mapping
 
 def steps_per_epoch_fn(cfg: VideoVAETrainConfig, manifest: str | Path):
     """Return ``phase -> optimiser steps per epoch`` of the train split (for ``transition: epoch`` phases)."""
-    from accelerate import PartialState
-
-    world = PartialState().num_processes
+    world = process_state().num_processes
     sizes = SSv2ClipDataset(manifest, "train").sizes()
 
     def steps_per_epoch(phase: PhaseConfig) -> int:

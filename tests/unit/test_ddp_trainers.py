@@ -1,0 +1,134 @@
+"""The real trainers under 2-process DDP on CPU (gloo via torchrun, ``ACCELERATE_USE_CPU=1`` as ``accelerate
+launch --cpu`` sets it): the data functions see the world (a bare PartialState made before the Trainer's
+Accelerator used to pin "no distribution", so each rank trained alone), the VAE curriculum on 2 ranks equals one
+process accumulating the same micro-batches, and a run killed under 2 ranks resumes to the uninterrupted weights.
+
+APT is checked for resume, not against one process: on N ranks each step's G phase sees the D just updated,
+while one process accumulating N micro-batches gives every G phase the D of before the step, so the two are
+different algorithms, not the same one split differently (README, "Data parallel")."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from lib.video.encode import EncodeSettings, write_video
+from tests.helpers.ssv2_data import moving_frames
+from tests.helpers.training import final_weights
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="needs torch.distributed with gloo")
+
+RUN = textwrap.dedent('''
+    import json, sys
+    from accelerate import PartialState
+    trainer_name, out, manifest, accum, kill_at = sys.argv[1:6]
+    accum, kill_at = int(accum), int(kill_at)
+    if trainer_name == "vae":
+        from lib.train.video_vae import from_section, make_trainer
+        phases = [{"name": "A", "resolution": 8, "frames": 2, "batch_size": 2, "lr": 0.003, "steps": 3,
+                   "warmup_steps": 1},
+                  {"name": "B", "resolution": 16, "frames": 4, "batch_size": 2, "lr": 0.002, "steps": 3,
+                   "warmup_steps": 1}]
+        cfg = from_section({"grad_accum": accum, "checkpoint_every": 2, "log_every": 1, "tracker": "none",
+                            "out_dir": out, "clip_stride": 1, "val_clips": 2, "val_every": 3,
+                            "model": {"channels": 8, "latent_channels": 2, "temporal_compression": 2,
+                                      "spatial_compression": 2, "blocks": 1}, "curriculum": {"phases": phases}},
+                           "train_curriculum")
+        trainer = make_trainer(cfg, manifest)
+    else:
+        from lib.train.apt import from_section, loader_config, make_trainer
+        cfg = from_section({"steps": 4, "batch_size": 2, "grad_accum": accum, "warmup_steps": 1,
+                            "checkpoint_every": 2, "log_every": 1, "tracker": "none", "out_dir": out,
+                            "ema_half_life_images": 10.0, "model": {"scale": 4, "channels": 8, "blocks": 1},
+                            "disc_channels": 8, "degrade": {"scale": 4}, "loss": {"r1_every": 2, "recon": 1.0},
+                            "crop": 32, "clip_frames": 4, "clip_stride": 1})
+        trainer = make_trainer(cfg, loader_config(cfg, manifest))
+    world = PartialState().num_processes
+    if kill_at >= 0:
+        inner = trainer.step_fn
+        def dies(t, batch, s):
+            if s == kill_at:
+                raise SystemExit(3)
+            return inner(t, batch, s)
+        trainer.step_fn = dies
+    metrics = trainer.run(progress=False)
+    if PartialState().is_main_process:
+        print("RESULT " + json.dumps({"world": world, "samples_seen": metrics["train/samples_seen"]}))
+''')
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp_clips")
+    rows = []
+    for k in range(8):
+        path = f"videos/{k}.webm"
+        write_video(root / path, moving_frames(20 + k, 64, 96, seed=k), fps=12,
+                    settings=EncodeSettings(keyframe_interval=6))
+        rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
+                     "class_index": k % 2, "path": path, "frames": 20 + k, "fps": 12.0, "width": 96, "height": 64})
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    (root / "run.py").write_text(RUN)
+    return root / "manifest.parquet"
+
+
+def launch(manifest, trainer: str, out: Path, *, procs: int, accum: int = 1, kill_at: int = -1):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    script = str(manifest.parent / "run.py")
+    args = [trainer, str(out), str(manifest), str(accum), str(kill_at)]
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), script]
+           if procs > 1 else [sys.executable, script])
+    proc = subprocess.run(cmd + args, env=env, cwd=out.parent, capture_output=True, text=True, timeout=300)
+    result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return proc, (json.loads(result[-1][7:]) if result else None)
+
+
+def assert_same_weights(a_dir, b_dir, rtol=1e-6, atol=1e-7):
+    a, b = final_weights(a_dir), final_weights(b_dir)
+    assert a and set(a) == set(b)
+    for kind in a:
+        for name, tensor in a[kind].items():
+            torch.testing.assert_close(b[kind][name], tensor, rtol=rtol, atol=atol, msg=f"{kind}:{name}")
+
+
+def test_vae_curriculum_on_two_ranks_equals_one_process_accumulating(manifest, tmp_path):
+    one, one_result = launch(manifest, "vae", tmp_path / "one", procs=1, accum=2)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two, two_result = launch(manifest, "vae", tmp_path / "two", procs=2, accum=1)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert one_result == {"world": 1, "samples_seen": 24.0}  # 6 steps x batch 2 x 2 micro-batches
+    assert two_result == {"world": 2, "samples_seen": 24.0}  # 6 steps x batch 2 x 2 ranks
+    # rank r reads global micro-batch s*2 + r: the micro-batches one process accumulates, averaged the same way
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+def test_vae_curriculum_killed_on_two_ranks_resumes_to_the_same_weights(manifest, tmp_path):
+    full, _ = launch(manifest, "vae", tmp_path / "full", procs=2)
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed, _ = launch(manifest, "vae", tmp_path / "cut", procs=2, kill_at=5)  # in phase B, checkpoint at 4
+    assert killed.returncode != 0 and not (tmp_path / "cut/final").exists()
+    assert max(p.name for p in (tmp_path / "cut/checkpoints").iterdir()) == "step-000004"
+    resumed, result = launch(manifest, "vae", tmp_path / "cut", procs=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert result["world"] == 2
+    assert_same_weights(tmp_path / "full", tmp_path / "cut", rtol=0, atol=0)
+
+
+def test_apt_on_two_ranks_trains_data_parallel_and_resumes(manifest, tmp_path):
+    full, result = launch(manifest, "apt", tmp_path / "full", procs=2)
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert result == {"world": 2, "samples_seen": 16.0}  # 4 steps x batch 2 x 2 ranks
+    killed, _ = launch(manifest, "apt", tmp_path / "cut", procs=2, kill_at=3)  # checkpoint at 2
+    assert killed.returncode != 0
+    assert max(p.name for p in (tmp_path / "cut/checkpoints").iterdir()) == "step-000002"
+    resumed, _ = launch(manifest, "apt", tmp_path / "cut", procs=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(tmp_path / "full", tmp_path / "cut", rtol=0, atol=0)
