@@ -98,14 +98,19 @@ def sharded_stage_main(fanout: Any, doc: str) -> None:
 def _run_shard_processes(entry: str, params: str, digests: tuple[str, ...], jobs: int) -> None:
     """Run ``python -m <entry> shard -i N --digest D`` for every shard, ``jobs`` at a time; raise naming the failed
     ones."""
+    import os
     import subprocess
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
+    # as the Snakemake rule does: Mesa's llvmpipe otherwise starts a render thread per core in every job
+    env = {**os.environ, "LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS",
+                                                          str(max(1, (os.cpu_count() or 1) // jobs)))}
+
     def one(index: int) -> tuple[int, subprocess.CompletedProcess]:
         cmd = [sys.executable, "-m", entry, "--params", params, "--no-progress", "shard", "--index", str(index),
                "--digest", digests[index]]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         sys.stderr.write(proc.stderr)  # the job's log and warnings, whole, as it ends
         return index, proc
 
