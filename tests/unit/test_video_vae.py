@@ -154,6 +154,19 @@ def test_gradient_checkpointing_matches_plain_backward(monkeypatch):
         torch.testing.assert_close(g_ckpt, g_plain, rtol=1e-5, atol=1e-6)
 
 
+def assert_same_training_step(plain, other, x):
+    """One loss + backward on each model (same weights, same noise): equal outputs and parameter gradients."""
+    outs, grads = [], []
+    for model in (plain, other):
+        x_hat, mean, logvar = model(x, generator=torch.Generator().manual_seed(0))
+        ((x_hat - x).abs().mean() + mean.square().mean() + logvar.exp().mean()).backward()
+        outs.append(x_hat.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    for g_plain, g_other in zip(*grads, strict=True):
+        torch.testing.assert_close(g_other, g_plain, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 16])
 def test_checkpointing_in_time_chunks_gives_the_plain_gradient(chunk):
     """ResBlocks and heads recomputed a few frames at a time (each chunk reads the frames its causal convs look
@@ -163,16 +176,7 @@ def test_checkpointing_in_time_chunks_gives_the_plain_gradient(chunk):
     plain = VideoVAE(cfg).train()
     chunked = VideoVAE(dataclasses.replace(cfg, gradient_checkpointing=True, checkpoint_chunk_frames=chunk)).train()
     chunked.load_state_dict(plain.state_dict())
-    x = _video(2, 3, 7, 8, 8)
-    outs, grads = [], []
-    for model in (plain, chunked):
-        x_hat, mean, logvar = model(x, generator=torch.Generator().manual_seed(0))
-        ((x_hat - x).abs().mean() + mean.square().mean() + logvar.exp().mean()).backward()
-        outs.append(x_hat.detach())
-        grads.append([p.grad.clone() for p in model.parameters()])
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
-    for g_plain, g_chunked in zip(*grads, strict=True):
-        torch.testing.assert_close(g_chunked, g_plain, rtol=1e-5, atol=1e-6)
+    assert_same_training_step(plain, chunked, _video(2, 3, 7, 8, 8))
 
 
 @pytest.mark.parametrize("levels", [1, 2])
@@ -186,16 +190,7 @@ def test_whole_level_checkpointing_gives_the_plain_gradient(levels):
     ckpt = VideoVAE(dataclasses.replace(cfg, gradient_checkpointing=True, checkpoint_chunk_frames=3,
                                         checkpoint_levels=levels)).train()
     ckpt.load_state_dict(plain.state_dict())
-    x = _video(2, 3, 9, 16, 16)
-    outs, grads = [], []
-    for model in (plain, ckpt):
-        x_hat, mean, logvar = model(x, generator=torch.Generator().manual_seed(0))
-        ((x_hat - x).abs().mean() + mean.square().mean() + logvar.exp().mean()).backward()
-        outs.append(x_hat.detach())
-        grads.append([p.grad.clone() for p in model.parameters()])
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
-    for g_plain, g_ckpt in zip(*grads, strict=True):
-        torch.testing.assert_close(g_ckpt, g_plain, rtol=1e-5, atol=1e-6)
+    assert_same_training_step(plain, ckpt, _video(2, 3, 9, 16, 16))
     assert ckpt._segments() == levels
     with torch.no_grad():
         assert ckpt._segments() == 0
