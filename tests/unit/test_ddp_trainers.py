@@ -1,7 +1,8 @@
 """The real trainers under 2-process DDP on CPU (gloo via torchrun, ``ACCELERATE_USE_CPU=1`` as ``accelerate
 launch --cpu`` sets it): the data functions see the world (a bare PartialState made before the Trainer's
-Accelerator used to pin "no distribution", so each rank trained alone), the VAE curriculum on 2 ranks equals one
-process accumulating the same micro-batches, and a run killed under 2 ranks resumes to the uninterrupted weights.
+Accelerator used to pin "no distribution", so each rank trained alone), the VAE curriculum and the CAD VLM on 2
+ranks equal one process accumulating the same micro-batches, and a run killed under 2 ranks resumes to the
+uninterrupted weights.
 
 APT is checked for resume, not against one process: on N ranks each step's G phase sees the D just updated,
 while one process accumulating N micro-batches gives every G phase the D of before the step, so the two are
@@ -42,6 +43,14 @@ RUN = textwrap.dedent('''
                                       "spatial_compression": 2, "blocks": 1}, "curriculum": {"phases": phases}},
                            "train_curriculum")
         trainer = make_trainer(cfg, manifest)
+    elif trainer_name == "cad":
+        from lib.train.cad_vlm import from_section, load_data, make_trainer
+        conversations, images = manifest.split("|")
+        cfg = from_section({"batch_size": 4, "grad_accum": accum, "lr": 0.003, "warmup_steps": 1, "epochs": 2,
+                            "log_every": 1, "checkpoint_every": 3, "tracker": "none", "out_dir": out,
+                            "image_size": 32, "max_len": 320, "early_stopping": None,
+                            "model": {"channels": 8, "embed_dim": 32, "hidden": 64, "dropout": 0.0}})
+        trainer = make_trainer(cfg, load_data(cfg, conversations, images))
     else:
         from lib.train.apt import from_section, loader_config, make_trainer
         cfg = from_section({"steps": 4, "batch_size": 2, "grad_accum": accum, "warmup_steps": 1,
@@ -79,11 +88,20 @@ def manifest(tmp_path_factory):
     return root / "manifest.parquet"
 
 
-def launch(manifest, trainer: str, out: Path, *, procs: int, accum: int = 1, kill_at: int = -1):
+@pytest.fixture(scope="module")
+def cad_data(tmp_path_factory, manifest):
+    from tests.helpers.cad_vlm_data import write_cad_conversations
+
+    paths = write_cad_conversations(tmp_path_factory.mktemp("ddp_cad"), count=12)
+    return manifest.parent / "run.py", f"{paths['conversations']}|{paths['images']}"
+
+
+def launch(manifest, trainer: str, out: Path, *, procs: int, accum: int = 1, kill_at: int = -1,
+           data: str | None = None):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     script = str(manifest.parent / "run.py")
-    args = [trainer, str(out), str(manifest), str(accum), str(kill_at)]
+    args = [trainer, str(out), data or str(manifest), str(accum), str(kill_at)]
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), script]
            if procs > 1 else [sys.executable, script])
     proc = subprocess.run(cmd + args, env=env, cwd=out.parent, capture_output=True, text=True, timeout=300)
@@ -132,3 +150,19 @@ def test_apt_on_two_ranks_trains_data_parallel_and_resumes(manifest, tmp_path):
     resumed, _ = launch(manifest, "apt", tmp_path / "cut", procs=2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(tmp_path / "full", tmp_path / "cut", rtol=0, atol=0)
+
+
+def test_cad_vlm_on_two_ranks_equals_one_process_accumulating_and_resumes(manifest, cad_data, tmp_path):
+    """The CAD VLM's epoch schedule counts the world (it read a pinned 'no distribution' before the fix too)."""
+    _, data = cad_data
+    one, one_result = launch(manifest, "cad", tmp_path / "one", procs=1, accum=2, data=data)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two, two_result = launch(manifest, "cad", tmp_path / "two", procs=2, data=data)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two_result["world"] == 2 and two_result["samples_seen"] == one_result["samples_seen"]
+    assert_same_weights(tmp_path / "one", tmp_path / "two", rtol=1e-5, atol=1e-6)
+    killed, _ = launch(manifest, "cad", tmp_path / "cut", procs=2, kill_at=4, data=data)
+    assert killed.returncode != 0
+    resumed, _ = launch(manifest, "cad", tmp_path / "cut", procs=2, data=data)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(tmp_path / "two", tmp_path / "cut", rtol=0, atol=0)
