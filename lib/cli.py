@@ -83,15 +83,15 @@ def sharded_stage_main(fanout: Any, doc: str) -> None:
         log.info("summary: %s", fanout.merge(root, cfg))
     else:
         with exclusive(cfg.out, f"{name} fan-out root"):
-            # plan once, as Snakemake's onstart does: each shard reads its slice instead of planning the whole root
-            # again (shards x items of planning: at 512 shards of the real SSv2 that is 512 plans of 220k videos)
+            # plan once, as Snakemake's onstart does: no shard plans the whole root again (shards x items of
+            # planning: at 512 shards of the real SSv2 that is 512 plans of 220k videos)
             plan, ident = fanout.identity(root, cfg)
-            fanout.write_slices(cfg, plan, ident, range(cfg.shards))
-            if args.jobs > 1:
+            if args.jobs > 1:  # shard processes read their slice of it
+                fanout.write_slices(cfg, plan, ident, range(cfg.shards))
                 _run_shard_processes(fanout.entry, args.params, ident.shards, args.jobs)
             else:
                 for i in range(cfg.shards):
-                    fanout.run_shard(root, cfg, i, progress=progress, expected=ident.shards[i])
+                    fanout.run_shard(root, cfg, i, progress=progress, planned=(plan, ident))
             log.info("summary: %s", fanout.merge(root, cfg))
 
 

@@ -233,15 +233,19 @@ class FanOut:
         return plan, PlanIdentity(shards, digest([{"plan": plan_digest, "shards": shards}]), settings, code)
 
     def run_shard(self, root: str | Path, cfg: Any, index: int, *, progress: bool = True,
-                  expected: str | None = None) -> Path:
+                  expected: str | None = None, planned: tuple[ShardPlan, PlanIdentity] | None = None) -> Path:
         """Process every item of shard ``index`` and write its file atomically; return its path.
 
         ``expected`` is the digest the caller planned with (Snakemake's, from the file name it asked for); a
         different digest now means the data, params or code changed while the workflow ran, and nothing is written.
+        ``planned``: the plan and identity this process already made (``run`` in one process), used as they are.
         """
         root, shard_dir = Path(root), Path(cfg.out) / SHARD_DIR
-        items = self.read_slice(root, cfg, index, expected) if expected is not None else None
-        if items is not None:
+        if planned is not None:
+            plan, ident = planned
+            own, items = ident.shards[index], plan.shard_items(index)
+            log.info("shard %d: %d item(s) from the run's plan", index, len(items))
+        elif (items := self.read_slice(root, cfg, index, expected) if expected is not None else None) is not None:
             own = expected
             log.info("shard %d: %d item(s) from the run's plan (%s/%s)", index, len(items), SLICE_DIR, expected)
         else:  # no slice (a run without Snakemake, or a stale one): plan, and check the plan still names this shard
