@@ -24,6 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_render import parallel  # noqa: E402
+from benchmarks.device_name import gpu_name  # noqa: E402
 
 
 def main() -> None:
@@ -67,13 +68,8 @@ def main() -> None:
 
 
 def _device() -> str:
-    try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError):
-        gpu = []
-    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
-    return f"{gpu[0]} (NVIDIA EGL), {cpu}" if gpu else f"{cpu}, Mesa llvmpipe"
+    gpu, cpu = gpu_name(), f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    return f"{gpu} (NVIDIA EGL), {cpu}" if gpu else f"{cpu}, Mesa llvmpipe"
 
 
 if __name__ == "__main__":

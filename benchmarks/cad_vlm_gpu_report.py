@@ -13,27 +13,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.device_name import gpu_name  # noqa: E402
 from lib.io import read_json  # noqa: E402
 
 KEYS = ("acc_cmd", "acc_param", "median_cd", "invalid_rate", "mean_iou", "median_iou")
 METHODS = ("model", "nn_retrieval", "nn_encoder", "most_frequent", "quantised_truth")
 MAX_INVALID = 0.05
-
-
-def device() -> str:
-    try:
-        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                               text=True, timeout=30).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        names = []
-    return names[0].strip() if names and names[0].strip() else "CPU"
 
 
 def build(params: dict, timings: dict) -> dict:
@@ -42,21 +33,23 @@ def build(params: dict, timings: dict) -> dict:
     missing = [m for m in METHODS if m not in metrics]
     if missing:
         raise SystemExit(f"eval_cad_vlm metrics lack {', '.join(missing)}: run eval_cad_vlm to the end first")
-    report = {"device": device(), "date": dt.date.today().isoformat(),
+    report = {"device": gpu_name() or "CPU", "date": dt.date.today().isoformat(),
               "command": "bash benchmarks/gpu_cad_run.sh " + " ".join(timings.get("argv", [])),
               "models": render["models"], "test_images": metrics.get("n"),
               "minutes": timings["stages"].get("train_cad_vlm", 0.0) / 60,
               "stage_seconds": timings["stages"],
               **{m: {k: metrics[m].get(k) for k in KEYS} for m in METHODS}}
-    model, best = report["model"], max(report["nn_retrieval"]["mean_iou"], report["nn_encoder"]["mean_iou"])
-    report["beats_retrieval"] = bool(model["mean_iou"] > best and model["invalid_rate"] <= MAX_INVALID)
+    best = report["best_retrieval"] = max(("nn_retrieval", "nn_encoder"), key=lambda m: report[m]["mean_iou"])
+    model = report["model"]
+    report["beats_retrieval"] = bool(model["mean_iou"] > report[best]["mean_iou"]
+                                     and model["invalid_rate"] <= MAX_INVALID)
     return report
 
 
 def markdown(r: dict) -> str:
     rows = [f"| {m} | " + " | ".join("–" if r[m][k] is None else f"{r[m][k]:.4g}" for k in KEYS) + " |"
             for m in METHODS]
-    best = max(("nn_retrieval", "nn_encoder"), key=lambda m: r[m]["mean_iou"])
+    best = r["best_retrieval"]
     verdict = (f"The model **beats both retrieval baselines**: mean IoU {r['model']['mean_iou']:.4f} against "
                f"{r[best]['mean_iou']:.4f} ({best}), invalid {r['model']['invalid_rate']:.1%}."
                if r["beats_retrieval"] else

@@ -88,7 +88,8 @@ def means_rows() -> list[dict]:
 def phase_rows() -> list[dict]:
     rows = []
     for p in GPU_CURRICULUM.phases:
-        micro, levels = p.micro_batch or p.batch_size, p.checkpoint_levels or GPU_PRESET.checkpoint_levels
+        micro = p.micro_batch or p.batch_size
+        levels = GPU_PRESET.checkpoint_levels if p.checkpoint_levels is None else p.checkpoint_levels
         peak = estimate_peak_gib(dataclasses.replace(GPU_PRESET, checkpoint_levels=levels), micro, p.frames,
                                  p.resolution)
         rows.append({"name": p.name, "resolution": p.resolution, "frames": p.frames, "batch_size": p.batch_size,
