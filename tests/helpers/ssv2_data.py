@@ -127,3 +127,21 @@ def make_bad_root(root: Path, outside: Path) -> tuple[list[str], dict[str, str]]
     (labels / "train.json").write_text(json.dumps(train))
     (labels / "validation.json").write_text(json.dumps(val))
     return good, BAD_CASES
+
+
+def write_clip_manifest(root: Path, frames: list[int], splits: list[str], h: int = H, w: int = W,
+                        classes: list[int] | None = None) -> Path:
+    """Write one moving-texture video per entry of ``frames`` (video k: ``frames[k]`` frames, split ``splits[k]``,
+    class ``classes[k]`` or 0) under ``root/videos`` and the ingest manifest of them; return the manifest's path."""
+    import pandas as pd
+
+    rows = []
+    for k, (n, split) in enumerate(zip(frames, splits, strict=True)):
+        path = f"videos/{k}.webm"
+        write_video(root / path, moving_frames(n, h, w, seed=k), fps=12, settings=EncodeSettings(keyframe_interval=6))
+        rows.append({"id": str(k), "split": split, "label": "l", "template": "t",
+                     "class_index": classes[k] if classes else 0, "path": path, "frames": n, "fps": 12.0,
+                     "width": w, "height": h})
+    out = root / "manifest.parquet"
+    pd.DataFrame(rows).to_parquet(out)
+    return out

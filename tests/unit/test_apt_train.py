@@ -1,15 +1,13 @@
 """APT training on a tiny manifest: config split, finite losses, checkpoints/final weights, exact resume."""
 import math
 
-import pandas as pd
 import pytest
 import torch
 
 from lib.config import ConfigError
 from lib.train.apt import from_section, loader_config, make_data_fn, make_trainer, to_section
 from lib.train.checkpoint import latest_checkpoint
-from lib.video.encode import EncodeSettings, write_video
-from tests.helpers.ssv2_data import moving_frames
+from tests.helpers.ssv2_data import write_clip_manifest
 from tests.helpers.training import final_weights, run_killed_at
 
 H, W = 64, 96  # decord needs widths it can copy row-aligned; the helpers use 64x96
@@ -18,18 +16,8 @@ H, W = 64, 96  # decord needs widths it can copy row-aligned; the helpers use 64
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     """6 train videos and 2 validation videos of 64x96, 20..27 frames (the ingest manifest's columns)."""
-    root = tmp_path_factory.mktemp("apt_clips")
-    rows = []
-    for k in range(8):
-        frames = 20 + k
-        path = f"videos/{k}.webm"
-        write_video(root / path, moving_frames(frames, H, W, seed=k), fps=12,
-                    settings=EncodeSettings(keyframe_interval=6))
-        rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
-                     "class_index": k % 2, "path": path, "frames": frames, "fps": 12.0, "width": W, "height": H})
-    out = root / "manifest.parquet"
-    pd.DataFrame(rows).to_parquet(out)
-    return out
+    return write_clip_manifest(tmp_path_factory.mktemp("apt_clips"), [20 + k for k in range(8)],
+                               ["train"] * 6 + ["validation"] * 2, H, W, classes=[k % 2 for k in range(8)])
 
 
 @pytest.fixture(autouse=True)

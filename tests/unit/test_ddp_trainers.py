@@ -14,12 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
-from lib.video.encode import EncodeSettings, write_video
-from tests.helpers.ssv2_data import moving_frames
+from tests.helpers.ssv2_data import write_clip_manifest
 from tests.helpers.training import final_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,16 +74,9 @@ RUN = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp_clips")
-    rows = []
-    for k in range(8):
-        path = f"videos/{k}.webm"
-        write_video(root / path, moving_frames(20 + k, 64, 96, seed=k), fps=12,
-                    settings=EncodeSettings(keyframe_interval=6))
-        rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
-                     "class_index": k % 2, "path": path, "frames": 20 + k, "fps": 12.0, "width": 96, "height": 64})
-    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
     (root / "run.py").write_text(RUN)
-    return root / "manifest.parquet"
+    return write_clip_manifest(root, [20 + k for k in range(8)], ["train"] * 6 + ["validation"] * 2, 64, 96,
+                               classes=[k % 2 for k in range(8)])
 
 
 @pytest.fixture(scope="module")

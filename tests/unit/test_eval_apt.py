@@ -4,7 +4,6 @@ re-implementation on random weights, untrained G == bicubic, the report's text."
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,8 +38,7 @@ from lib.models.vgg import VGG16Features
 from lib.models.video_sr import VideoSRGenerator
 from lib.train.apt import from_section
 from lib.video.degrade import bicubic_upsample, to_unit
-from lib.video.encode import EncodeSettings, write_video
-from tests.helpers.ssv2_data import moving_frames
+from tests.helpers.ssv2_data import write_clip_manifest
 
 
 def test_psnr_matches_the_formula():
@@ -94,17 +92,7 @@ def test_temporal_error():
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_clips")
-    rows = []
-    for k in range(4):
-        path = f"videos/{k}.webm"
-        write_video(root / path, moving_frames(20, 64, 96, seed=k), fps=12,
-                    settings=EncodeSettings(keyframe_interval=6))
-        rows.append({"id": str(k), "split": "validation", "label": "l", "template": "t", "class_index": 0,
-                     "path": path, "frames": 20, "fps": 12.0, "width": 96, "height": 64})
-    out = root / "manifest.parquet"
-    pd.DataFrame(rows).to_parquet(out)
-    return out
+    return write_clip_manifest(tmp_path_factory.mktemp("eval_clips"), [20] * 4, ["validation"] * 4, 64, 96)
 
 
 def test_untrained_generator_equals_bicubic(manifest, tmp_path):

@@ -4,7 +4,6 @@ import contextlib
 import math
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 import torch
 
@@ -23,8 +22,7 @@ from lib.train.video_vae import (
     square_resize_crop,
     to_section,
 )
-from lib.video.encode import EncodeSettings, write_video
-from tests.helpers.ssv2_data import moving_frames
+from tests.helpers.ssv2_data import write_clip_manifest
 from tests.helpers.training import final_weights, run_killed_at
 
 H, W = 32, 64
@@ -35,16 +33,8 @@ PHASES = [{"name": "A", "resolution": 8, "frames": 2, "batch_size": 3, "lr": 0.0
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ssv2")
-    rows = []
-    for k in range(8):
-        path = f"videos/{k}.webm"
-        write_video(root / path, moving_frames(12 + k, H, W, seed=k), fps=12,
-                    settings=EncodeSettings(keyframe_interval=6))
-        rows.append({"id": str(k), "split": "train" if k < 6 else "validation", "label": "l", "template": "t",
-                     "class_index": 0, "path": path, "frames": 12 + k, "fps": 12.0, "width": W, "height": H})
-    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
-    return root / "manifest.parquet"
+    return write_clip_manifest(tmp_path_factory.mktemp("ssv2"), [12 + k for k in range(8)],
+                               ["train"] * 6 + ["validation"] * 2, H, W)
 
 
 def section(out_dir, **over):
