@@ -13,7 +13,7 @@ from typing import Any
 
 from lib.config import from_dict
 from lib.locks import exclusive
-from lib.shards import QUARANTINE, SHARD_DIR, SUMMARY, FanOut, PlanIdentity, ShardPlan
+from lib.shards import ARCHIVE_DIR, QUARANTINE, SHARD_DIR, SUMMARY, FanOut, PlanIdentity, ShardPlan
 
 
 class FanOutRules:
@@ -31,7 +31,9 @@ class FanOutRules:
         out, logs = self.cfg.out, f"logs/{fanout.name}"
         self.outputs = [f"{out}/{fanout.table}", f"{out}/{QUARANTINE}", f"{out}/{SUMMARY}"]
         # lib.shards.shard_name and plan_record_name, with wildcards
-        self.shard_output = f"{out}/{SHARD_DIR}/shard-{{index}}-{{digest}}.parquet"
+        self.shard_output = [f"{out}/{SHARD_DIR}/shard-{{index}}-{{digest}}.parquet"]
+        if fanout.archived(self.cfg):  # lib.shards.archive_name: the shard's output files, packed
+            self.shard_output.append(f"{out}/{ARCHIVE_DIR}/shard-{{index}}-{{digest}}.zip")
         self.shard_log = f"{logs}/shard-{{index}}-{{digest}}.log"
         self.plan_output, self.plan_log = f"{out}/{SHARD_DIR}/plan-{{digest}}.json", f"{logs}/plan-{{digest}}.log"
         self.merge_log = f"{logs}/merge.log"
@@ -53,9 +55,12 @@ class FanOutRules:
         return self.fanout.write_slices(self.cfg, *self.planned, indices) if indices else 0
 
     def merge_inputs(self, wildcards: Any = None) -> list[str]:
-        """Input function of the merge rule: the plan's shard files and its plan record, named by their digests."""
-        shards = f"{self.cfg.out}/{SHARD_DIR}"
-        return [*(f"{shards}/{self.identity.shard_file(i)}" for i in range(self.cfg.shards)),
+        """Input function of the merge rule: the plan's shard files (and their output archives) and its plan
+        record, named by their digests."""
+        shards, archives = f"{self.cfg.out}/{SHARD_DIR}", f"{self.cfg.out}/{ARCHIVE_DIR}"
+        packed = [f"{archives}/{self.identity.archive_file(i)}" for i in range(self.cfg.shards)] \
+            if self.fanout.archived(self.cfg) else []
+        return [*(f"{shards}/{self.identity.shard_file(i)}" for i in range(self.cfg.shards)), *packed,
                 f"{shards}/{self.identity.record_file()}"]
 
     def target_inputs(self, wildcards: Any = None) -> list[str]:

@@ -10,9 +10,11 @@ digest (``shards/plan-<digest>.json``), so a change of plan-level quarantine alo
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -25,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from lib.archive import pack
 from lib.config import to_dict
 from lib.identity import code_digest
 from lib.io import DataError, atomic_path, atomic_write_json, atomic_write_parquet, remove_stale_temps, remove_unlisted
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
 SLICE_DIR = ".slices"  # under SHARD_DIR: <shard digest>.json, each shard's items, written once per workflow run
+ARCHIVE_DIR = "archives"  # <out>/archives/shard-00003-<digest>.zip: a shard's output files (lib.archive)
+STAGING_DIR = ".staging"  # <out>/.staging/<shard digest>/: where a shard's worker writes them before packing
+ARCHIVE_COLUMN = "archive"  # a row's archive relative to <out> (None: the row's files are not archived)
 QUARANTINE = "quarantine.json"
 SUMMARY = "summary.json"
 DIGEST_KEY = b"shard_digest"  # parquet schema metadata of a shard file
@@ -85,6 +91,11 @@ def shard_name(index: int, shard_digest: str) -> str:
     return f"shard-{index:05d}-{shard_digest}.parquet"
 
 
+def archive_name(index: int, shard_digest: str) -> str:
+    """Return the file name of the output archive of shard ``index`` (the shard file's name, ``.zip``)."""
+    return f"shard-{index:05d}-{shard_digest}.zip"
+
+
 def plan_record_name(plan_digest: str) -> str:
     """Return the file name of the plan record of a plan with digest ``plan_digest``."""
     return f"plan-{plan_digest}.json"
@@ -125,6 +136,10 @@ class PlanIdentity:
     def shard_file(self, index: int) -> str:
         """Return the file name shard ``index`` must have."""
         return shard_name(index, self.shards[index])
+
+    def archive_file(self, index: int) -> str:
+        """Return the file name the output archive of shard ``index`` must have."""
+        return archive_name(index, self.shards[index])
 
     def record_file(self) -> str:
         """Return the file name of the plan record."""
@@ -194,6 +209,11 @@ class FanOut:
     ``quarantine_row(item)`` gives the fields a quarantined item keeps. ``finish(root, cfg, good, quarantine)``
     removes outputs no good row points at and returns the summary; the skeleton then writes ``table``,
     ``quarantine.json`` and ``summary.json`` atomically.
+
+    ``archive(cfg)`` true: the worker is made with ``cfg.out`` set to the shard's staging folder, and every file
+    it writes there is packed into ``<out>/archives/<shard>.zip`` (``lib.archive``) before the shard file is
+    written; each good row's ``archive`` column names that archive, and its paths are relative to the archive
+    as they were to ``out``. DVC then tracks one file per shard instead of one per output file.
     """
 
     name: str  # the stage, and the Snakemake target rule users type
@@ -211,6 +231,15 @@ class FanOut:
     item: type | None = None  # the plan's item dataclass: a shard job can then read its slice instead of planning
     unit: str = "item"  # progress bar unit
     mem_mb: int = 1000  # Snakemake resources of one shard job
+    archive: Callable[[Any], bool] | None = None  # whether, under cfg, each shard packs its files (see above)
+
+    def archived(self, cfg: Any) -> bool:
+        """Whether shards under ``cfg`` pack their output files into per-shard archives."""
+        return self.archive is not None and bool(self.archive(cfg))
+
+    def all_columns(self, cfg: Any) -> list[str]:
+        """The shard files' columns: the stage's, and ``archive`` for a fan-out that can archive."""
+        return self.columns(cfg) + ([ARCHIVE_COLUMN] if self.archive is not None else [])
 
     @property
     def rerun_hint(self) -> str:
@@ -257,7 +286,11 @@ class FanOut:
                                 f"workflow ran); run `{self.rerun_hint}` again")
             items = plan.shard_items(index)
         rows = []
-        worker = self.worker(cfg) if items else None
+        staging = Path(cfg.out) / STAGING_DIR / own
+        if self.archived(cfg):
+            shutil.rmtree(staging, ignore_errors=True)  # a killed run's half of this shard: start it again
+        worker = self.worker(dataclasses.replace(cfg, out=str(staging)) if self.archived(cfg) else cfg) \
+            if items else None
         try:
             for item in tqdm(items, desc=f"{self.name} shard {index}", unit=self.unit, disable=not progress):
                 try:
@@ -269,7 +302,13 @@ class FanOut:
             close = getattr(worker, "close", None)
             if close is not None:
                 close()
-        return write_shard(shard_dir / shard_name(index, own), pd.DataFrame(rows, columns=self.columns(cfg)), own)
+        if self.archived(cfg):  # the archive first: the shard file is what says the shard is done
+            archive = f"{ARCHIVE_DIR}/{archive_name(index, own)}"
+            pack(staging, Path(cfg.out) / archive)
+            shutil.rmtree(staging, ignore_errors=True)
+            rows = [{**r, ARCHIVE_COLUMN: archive if r["reason"] is None else None} for r in rows]
+        return write_shard(shard_dir / shard_name(index, own), pd.DataFrame(rows, columns=self.all_columns(cfg)),
+                           own)
 
     def write_slices(self, cfg: Any, plan: ShardPlan, ident: PlanIdentity, indices: Iterable[int]) -> int:
         """Write ``<out>/shards/.slices/<shard digest>.json``, the items of each shard in ``indices``, so its job
@@ -329,8 +368,15 @@ class FanOut:
         shard_dir = out / SHARD_DIR
         plan, ident = self.identity(root, cfg)
         remove_stale_temps(shard_dir)
+        remove_stale_temps(out / ARCHIVE_DIR)
         rows = pd.concat([read_shard(shard_dir / ident.shard_file(i), d, rerun_hint=self.rerun_hint)
                           for i, d in enumerate(ident.shards)], ignore_index=True)
+        archives = {ident.archive_file(i) for i in range(cfg.shards)} if self.archived(cfg) else set()
+        for name in sorted(archives):
+            if not (out / ARCHIVE_DIR / name).is_file():
+                raise FileNotFoundError(f"{out / ARCHIVE_DIR / name}: the output archive of a finished shard is "
+                                        f"missing; delete {shard_dir / name[:-4]}.parquet and run "
+                                        f"`{self.rerun_hint}`")
         good, quarantine = split_results(rows, plan, self.int_columns)
         summary = self.finish(root, cfg, good, quarantine)
         if not (shard_dir / ident.record_file()).is_file():  # run without Snakemake: leave what it would
@@ -339,6 +385,8 @@ class FanOut:
         atomic_write_json(out / QUARANTINE, quarantine)
         atomic_write_json(out / SUMMARY, summary)
         stale = remove_unlisted(shard_dir, {ident.record_file(), *map(ident.shard_file, range(cfg.shards))})
+        stale += remove_unlisted(out / ARCHIVE_DIR, archives)
+        shutil.rmtree(out / STAGING_DIR, ignore_errors=True)  # killed shards' leftovers; no shard runs now
         if stale:
-            log.info("removed %d shard file(s) of other plans from %s", stale, shard_dir)
+            log.info("removed %d shard file(s) and archive(s) of other plans from %s", stale, out)
         return summary

@@ -18,7 +18,7 @@ from pathlib import Path
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section
 from lib.deepcad.conversations import OUTPUT_FILES, CADConversationsConfig, build_conversations, length_stats
-from lib.deepcad.render_models import IMAGE_DIR, RenderDeepCADConfig, read_models
+from lib.deepcad.render_models import RenderDeepCADConfig, read_models
 from lib.io import atomic_write_json
 
 log = logging.getLogger("build_cad_conversations")
@@ -29,7 +29,7 @@ def main() -> None:
     cfg = load_section(args.params, "build_cad_conversations", CADConversationsConfig)
     render = load_section(args.params, "render_deepcad", RenderDeepCADConfig)
     models = read_models(render.out)
-    image_dir = Path(render.out) / IMAGE_DIR
+    image_dir = Path(render.out)  # image paths run through the shard archives (read_models)
     result = build_conversations(models, render.views, image_dir, cfg)
     out = Path(cfg.out)
     for split, rows in result.by_split.items():

@@ -3,8 +3,8 @@
     python -m stages.eval_cad_vlm [--params params.yaml] [--no-progress]
 
 Reads <train_cad_vlm.out_dir>/final/raw/cad_vlm.safetensors (or vlm.safetensors of a base_model run), the
-conversations of build_cad_conversations.out and the images of <render_deepcad.out>/images, and sections
-train_cad_vlm (model, image_size, max_len, base_model) and eval_cad_vlm (report_dir, beam, max_images, ...).
+conversations of build_cad_conversations.out and the images in the shard archives of <render_deepcad.out>/archives,
+and sections train_cad_vlm (model, image_size, max_len, base_model) and eval_cad_vlm (report_dir, beam, max_images, ...).
 Every validation image whose reference code builds a solid is answered by:
     model            the trained model (grammar-constrained greedy decoding; beam search with beam > 1)
     nn_retrieval     the code of the nearest training image by raw pixels (grey, nn_pixels a side)
@@ -33,7 +33,7 @@ import torch
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
 from lib.deepcad.conversations import CADConversationsConfig
-from lib.deepcad.render_models import IMAGE_DIR, RenderDeepCADConfig
+from lib.deepcad.render_models import RenderDeepCADConfig
 from lib.eval.cad_vlm import EvalCADVLMConfig, comparison_grid, evaluate, render_report
 from lib.io import atomic_write_json, atomic_write_text
 from lib.render import save_png
@@ -49,7 +49,7 @@ def main() -> None:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     conversations = load_section(args.params, "build_cad_conversations", CADConversationsConfig).out
-    image_root = Path(load_section(args.params, "render_deepcad", RenderDeepCADConfig).out) / IMAGE_DIR
+    image_root = Path(load_section(args.params, "render_deepcad", RenderDeepCADConfig).out)  # see read_models
     result = evaluate(cfg, train, conversations, image_root)
 
     out = Path(cfg.report_dir)

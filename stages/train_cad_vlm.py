@@ -3,7 +3,7 @@
     python -m stages.train_cad_vlm [--params params.yaml] [--no-progress]
 
 Default: the compact CNN + GRU model (lib.models.cad_vlm.CADVLM, ~0.64M parameters) from scratch on
-<build_cad_conversations.out>/{train,val}.json, images from <render_deepcad.out>/images resized to
+<build_cad_conversations.out>/{train,val}.json, images from the shard archives of <render_deepcad.out> resized to
 `image_size` and held in memory, answers tokenised by lib.cad.tokenizer.CADTokenizer (answers that do not
 parse or are longer than `max_len` ids are skipped and counted). Teacher-forced cross-entropy in the shared
 loop lib.train.Trainer; validation loss on all validation conversations every `val_every` epochs; early
@@ -37,7 +37,7 @@ import torch
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params, to_dict
 from lib.deepcad.conversations import CADConversationsConfig
-from lib.deepcad.render_models import IMAGE_DIR, RenderDeepCADConfig
+from lib.deepcad.render_models import RenderDeepCADConfig
 from lib.deepcad.validate import ValidateDeepCADConfig
 from lib.gates import require_validated
 from lib.train.cad_vlm import (
@@ -62,7 +62,7 @@ def main() -> None:
     conversations = load_section(args.params, "build_cad_conversations", CADConversationsConfig).out
     require_validated(load_section(args.params, "validate_deepcad", ValidateDeepCADConfig).report_dir,
                       "validate_deepcad")
-    image_root = Path(load_section(args.params, "render_deepcad", RenderDeepCADConfig).out) / IMAGE_DIR
+    image_root = Path(load_section(args.params, "render_deepcad", RenderDeepCADConfig).out)  # see read_models
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     log.info("train_cad_vlm: %s (trainer keys: see TrainConfig below)",

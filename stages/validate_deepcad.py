@@ -16,7 +16,7 @@ from pathlib import Path
 from lib.cli import StageCheckFailed, run_stage, stage_parser
 from lib.config import load_section
 from lib.deepcad.conversations import OUTPUT_FILES, CADConversationsConfig
-from lib.deepcad.render_models import IMAGE_DIR, QUARANTINE, DeepCADSource, RenderDeepCADConfig, read_models
+from lib.deepcad.render_models import QUARANTINE, DeepCADSource, RenderDeepCADConfig, read_models
 from lib.deepcad.validate import (
     ValidateDeepCADConfig,
     check_thresholds,
@@ -39,7 +39,7 @@ def main() -> None:
     conv = load_section(args.params, "build_cad_conversations", CADConversationsConfig)
     source = load_section(args.params, "deepcad", DeepCADSource)
     models = read_models(render.out)
-    image_dir = Path(render.out) / IMAGE_DIR
+    image_dir = Path(render.out)  # image paths run through the shard archives (read_models)
     names = [n for v in render.views for n in models[f"image_{v}"]]
     images = image_stats(image_dir, names)
     conversations = {s: read_json(Path(conv.out) / OUTPUT_FILES[s]) for s in conv.splits}

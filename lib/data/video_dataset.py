@@ -31,6 +31,7 @@ import torch
 from annotated_types import Ge
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lib.archive import resolve
 from lib.config import Checked
 from lib.data.clips import ClipSpec, clip_indices
 from lib.video.decode import BACKENDS, Backend, read_frames
@@ -119,8 +120,9 @@ class SSv2ClipDataset(Dataset):
             raise ValueError(f"{source}: no rows with split={split!r}")
         if "abs_path" in df.columns:
             paths = [str(p) for p in df["abs_path"]]
-        elif base_dir is not None:
-            paths = [str(Path(base_dir) / p) for p in df["path"]]
+        elif base_dir is not None:  # through each row's shard archive, when it has one (lib.shards)
+            archives = df["archive"] if "archive" in df.columns else [None] * len(df)
+            paths = [resolve(base_dir, a, p) for a, p in zip(archives, df["path"], strict=True)]
         else:
             raise ValueError(f"{source}: manifest rows have relative 'path's; pass base_dir (their folder)")
         self.paths = paths

@@ -1,11 +1,12 @@
 """Image -> CAD code conversations in TinyLLaVA / LLaVA format, one per (model, view).
 
-    [{"id": "00000007_front", "image": "0000/00000007_front.png",
+    [{"id": "00000007_front", "image": "archives/shard-00003-<digest>.zip/images/0000/00000007_front.png",
       "conversations": [{"from": "human", "value": "<image>\\nWhat is the CAD code for this 3D model?"},
                         {"from": "gpt", "value": "<CAD code>"}]}]
 
-Image paths are relative to the image folder. The prompt of each conversation is drawn from the
-prompt list by a seeded RNG keyed on the conversation id, so adding models changes no other row.
+Image paths are relative to ``render_deepcad.out`` and run through the shard archives
+(``lib.archive.open_binary`` opens them). The prompt of each conversation is drawn from the prompt list by a
+seeded RNG keyed on the conversation id, so adding models changes no other row.
 
 The answer is written in ``answer_format`` (:mod:`lib.deepcad.answers`): ``cadcode``, or ``openecad`` (OpenECAD's
 Python API code, so the set can fine-tune an OpenECAD checkpoint). A model with no OpenECAD form (a multi-profile

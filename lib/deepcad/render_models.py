@@ -8,6 +8,7 @@ file is written atomically; a bad model is quarantined with its reason and the r
 """
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,22 +20,16 @@ from annotated_types import Ge, Interval
 
 from lib.config import Checked
 from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
+from lib.deepcad.layout import DeepCADSource as DeepCADSource  # re-exported: the fan-out names its source here
 from lib.io import DataError, SafeRoot, UnsafePathError, atomic_path, read_json, remove_unlisted
 from lib.quarantine import QuarantineEntry, QuarantineError
+from lib.shards import ARCHIVE_COLUMN, FanOut, ShardPlan, natural_key, result_counts, shard_of
 from lib.shards import QUARANTINE as QUARANTINE  # re-exported: readers of the outputs name them from here
 from lib.shards import SUMMARY as SUMMARY
-from lib.shards import FanOut, ShardPlan, natural_key, result_counts, shard_of
 
 MODELS = "models.parquet"
 IMAGE_DIR = "images"
 MESH_DIR = "meshes"
-
-
-@dataclass(frozen=True)
-class DeepCADSource:
-    """``deepcad`` params: where the dataset (synthetic or a real download) lives."""
-
-    root: str = "data/raw/deepcad_synth"
 
 
 @dataclass(frozen=True)
@@ -220,10 +215,11 @@ def _quarantine_row(item: PlannedModel) -> dict:
 
 
 def _finish(root: Path, cfg: RenderDeepCADConfig, good: pd.DataFrame, quarantine: list[dict]) -> dict:
-    """Delete images and meshes no good row points at; return the summary."""
+    """Delete loose images and meshes (the layout before per-shard archives: they are in the archives now, which
+    the skeleton keeps exactly the plan's of); return the summary."""
     out = Path(cfg.out)
-    remove_unlisted(out / IMAGE_DIR, {name for v in cfg.views for name in good[f"image_{v}"]})
-    remove_unlisted(out / MESH_DIR, set(good["mesh"].dropna()) if cfg.save_meshes else set())
+    remove_unlisted(out / IMAGE_DIR, set())
+    remove_unlisted(out / MESH_DIR, set())
     return {"root": str(root), "models": int(len(good)), "images": int(len(good) * len(cfg.views)),
             "views": list(cfg.views), **result_counts(good, quarantine)}
 
@@ -232,12 +228,22 @@ FANOUT = FanOut(
     name="render_deepcad", rule_prefix="deepcad", entry="stages.render_deepcad",
     source=("deepcad", DeepCADSource), config=("render_deepcad", RenderDeepCADConfig),
     plan=plan_render, worker=ModelRenderer, quarantine_row=_quarantine_row, columns=_columns,
-    table=MODELS, finish=_finish, int_columns=("extrudes", "faces"), item=PlannedModel, unit="model", mem_mb=2000)
+    table=MODELS, finish=_finish, int_columns=("extrudes", "faces"), item=PlannedModel, unit="model", mem_mb=2000,
+    archive=lambda cfg: True)  # 3 PNGs and a PLY a model: 713k files at DeepCAD's size, 512 archives packed
 run_shard = FANOUT.run_shard  # (root, cfg, index, *, progress=True): one shard's parquet
 merge_shards = FANOUT.merge  # (root, cfg): models.parquet, quarantine and summary; returns the summary
 
 
 def read_models(out: str | Path) -> pd.DataFrame:
-    """Return ``models.parquet`` of a render output folder."""
-    return pd.read_parquet(Path(out) / MODELS)
+    """Return ``models.parquet`` of a render output folder, its ``image_<view>`` and ``mesh`` columns made paths
+    relative to ``out`` through each model's shard archive (``archives/shard-00003-<digest>.zip/images/<id>_front.png``;
+    ``lib.archive.open_binary`` opens them)."""
+    df = pd.read_parquet(Path(out) / MODELS)
+    archives = df[ARCHIVE_COLUMN] if ARCHIVE_COLUMN in df.columns else [None] * len(df)
+    views = [c for c in df.columns if c.startswith("image_")]
+    for col, folder in [*((c, IMAGE_DIR) for c in views), ("mesh", MESH_DIR)]:
+        df[col] = [None if name is None or (isinstance(name, float) and math.isnan(name))
+                   else f"{a}/{folder}/{name}" if isinstance(a, str) else f"{folder}/{name}"
+                   for a, name in zip(archives, df[col], strict=True)]
+    return df
 

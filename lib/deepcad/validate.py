@@ -14,6 +14,7 @@ import pandas as pd
 from annotated_types import Ge, Interval
 from PIL import Image
 
+from lib import archive
 from lib.config import Checked
 from lib.io import atomic_path
 from lib.quarantine import REASONS
@@ -43,12 +44,13 @@ def image_stats(image_dir: Path, names: list[str]) -> pd.DataFrame:
     """Open every image; return one row per name: exists, readable, size, mode, bytes, foreground fraction."""
     rows = []
     for name in names:
-        path = image_dir / name
-        row = {"image": name, "exists": path.is_file(), "readable": False, "width": 0, "height": 0,
-               "mode": "", "bytes": path.stat().st_size if path.is_file() else 0, "foreground": 0.0}
+        path = image_dir / name  # a file, or a member of a shard archive (lib.archive)
+        found = archive.exists(path)
+        row = {"image": name, "exists": found, "readable": False, "width": 0, "height": 0,
+               "mode": "", "bytes": archive.size(path) if found else 0, "foreground": 0.0}
         if row["exists"]:
             try:
-                with Image.open(path) as im:
+                with archive.open_binary(path) as fh, Image.open(fh) as im:
                     im.load()
                     row.update(readable=True, width=im.width, height=im.height, mode=im.mode)
                     rgb = np.asarray(im.convert("RGB"))
@@ -217,7 +219,7 @@ def _sample_sheet(models: pd.DataFrame, views: list[str], image_dir: Path, path:
         for c, v in enumerate(views):
             p = image_dir / getattr(row, f"image_{v}")
             try:
-                with Image.open(p) as im:
+                with archive.open_binary(p) as fh, Image.open(fh) as im:
                     sheet.paste(im.convert("RGB").resize((tile, tile)), (c * tile, r * tile))
             except (OSError, ValueError):  # missing or unreadable: already counted; leave the tile blank
                 pass

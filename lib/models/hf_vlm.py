@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lib.archive import exists, open_binary
 from lib.io import safe_join
 
 if TYPE_CHECKING:
@@ -201,10 +202,18 @@ def _open_image(image_root: Path, relative: str, record_id: Any) -> Image.Image:
     from PIL import Image
 
     path = safe_join(image_root, relative)  # UnsafePathError for ../ escapes and absolute paths
-    if not path.is_file():
+    if not exists(path):
         raise FileNotFoundError(f"conversation {record_id!r}: image {path} not found; run the render stage "
                                 f"or fix image_root ({image_root})")
-    with Image.open(path) as image:
+    with open_binary(path) as fh, Image.open(fh) as image:  # a file, or a member of a shard archive
+        return image.convert("RGB")
+
+
+def _rgb(path: str | Path) -> Image.Image:
+    """An image file, or a member of a shard archive (lib.archive), as RGB."""
+    from PIL import Image
+
+    with open_binary(path) as fh, Image.open(fh) as image:
         return image.convert("RGB")
 
 
@@ -306,9 +315,8 @@ def hf_generate(model: nn.Module, processor: Any, images: Sequence[Image.Image |
     ``prompt`` is one prompt for every image or one per image, without ``<image>`` (it is placed by the
     prompt format). Prompts are left-padded so every row's answer starts right after its own prompt.
     """
-    from PIL import Image
 
-    pil = [Image.open(im).convert("RGB") if isinstance(im, (str, Path)) else im.convert("RGB") for im in images]
+    pil = [_rgb(im) if isinstance(im, (str, Path)) else im.convert("RGB") for im in images]
     prompts = [prompt] * len(pil) if isinstance(prompt, str) else list(prompt)
     if len(prompts) != len(pil):
         raise ValueError(f"hf_generate: {len(pil)} images but {len(prompts)} prompts")

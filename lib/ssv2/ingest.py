@@ -19,12 +19,13 @@ import pandas as pd
 from annotated_types import Ge
 from PIL import Image
 
+from lib import archive
 from lib.config import Checked
 from lib.io import SafeRoot, UnsafePathError, is_within, remove_unlisted, safe_join
 from lib.quarantine import QuarantineEntry, QuarantineError
+from lib.shards import ARCHIVE_COLUMN, FanOut, ShardPlan, natural_key, result_counts, shard_of
 from lib.shards import QUARANTINE as QUARANTINE  # re-exported: readers of the outputs name them from here
 from lib.shards import SUMMARY as SUMMARY
-from lib.shards import FanOut, ShardPlan, natural_key, result_counts, shard_of
 from lib.ssv2.labels import (
     BadEntry,
     LabelEntry,
@@ -33,15 +34,9 @@ from lib.ssv2.labels import (
     read_split,
 )
 from lib.ssv2.layout import SPLIT_FILES, VIDEO_DIR, VIDEO_SUFFIX
+from lib.ssv2.layout import SSv2Source as SSv2Source  # re-exported: the fan-out names its source from here
 from lib.video.encode import EncodeSettings, VideoWriter
 from lib.video.probe import probe_video
-
-
-@dataclass(frozen=True)
-class SSv2Source:
-    """``ssv2`` params: where the dataset (synthetic or a real download) lives."""
-
-    root: str = "data/raw/ssv2_synth"
 
 
 @dataclass(frozen=True)
@@ -286,11 +281,9 @@ def _video_worker(cfg: IngestSSv2Config):
 
 
 def _finish(root: Path, cfg: IngestSSv2Config, good: pd.DataFrame, quarantine: list[dict]) -> dict:
-    """Delete training copies no manifest row points at (quarantined, removed, or all of them in keep mode);
-    return the summary."""
-    out = Path(cfg.out)
-    copies = out / COPY_DIR
-    remove_unlisted(copies, {os.path.relpath(out / p, copies).replace(os.sep, "/") for p in good["path"]})
+    """Delete loose training copies (the layout before per-shard archives: the copies are in the archives now,
+    which the skeleton keeps exactly the plan's of); return the summary."""
+    remove_unlisted(Path(cfg.out) / COPY_DIR, set())
     return {"root": str(root), "videos": int(len(good)), **result_counts(good, quarantine), "mode": cfg.mode}
 
 
@@ -299,15 +292,22 @@ FANOUT = FanOut(
     source=("ssv2", SSv2Source), config=("ingest_ssv2", IngestSSv2Config),
     plan=plan_ingest, worker=_video_worker, quarantine_row=_base_row, columns=lambda cfg: SHARD_COLUMNS,
     table=MANIFEST, finish=_finish, item=PlannedItem, unit="video", mem_mb=1500,
+    archive=lambda cfg: cfg.mode == "reencode",  # keep mode writes no copies: its rows point into the root
     int_columns=("frames", "width", "height", "probe_frames", "probe_width", "probe_height", "probe_bytes",
                  "class_index"))
 run_shard = FANOUT.run_shard  # (root, cfg, index, *, progress=True): one shard's parquet
 merge_shards = FANOUT.merge  # (root, cfg): the manifest, quarantine and summary; returns the summary
 
 
+def video_paths(out: str | Path, manifest: pd.DataFrame) -> list[str]:
+    """Return each row's video as a path readers open (``lib.archive.open_binary``): through its shard's
+    archive (reencode mode) or to the source (keep mode), absolute."""
+    archives = manifest[ARCHIVE_COLUMN] if ARCHIVE_COLUMN in manifest else [None] * len(manifest)
+    return [archive.resolve(out, a, p) for a, p in zip(archives, manifest["path"], strict=True)]
+
+
 def read_manifest(out: str | Path) -> pd.DataFrame:
-    """Return the manifest with an extra absolute ``abs_path`` column for readers."""
-    out = Path(out)
-    df = pd.read_parquet(out / MANIFEST)
-    df["abs_path"] = [str((out / p).resolve()) for p in df["path"]]
+    """Return the manifest with an extra absolute ``abs_path`` column for readers (see :func:`video_paths`)."""
+    df = pd.read_parquet(Path(out) / MANIFEST)
+    df["abs_path"] = video_paths(out, df)
     return df

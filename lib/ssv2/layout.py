@@ -1,6 +1,7 @@
 """Where things live in an SSv2 root, exactly as in the real download."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.io import safe_join
@@ -10,6 +11,15 @@ LABEL_DIR = "labels"
 VIDEO_SUFFIX = ".webm"
 SPLIT_FILES = {"train": "train.json", "validation": "validation.json", "test": "test.json"}
 CLASSES_FILE = "labels.json"
+
+
+@dataclass(frozen=True)
+class SSv2Source:
+    """``ssv2`` params: where the dataset (synthetic or a real download) lives, and where its listing goes."""
+
+    root: str = "data/raw/ssv2_synth"
+    # lib.listing: path, size and mtime of every file under root; the fan-out's DVC dependency instead of root
+    listing: str = "data/interim/listings/ssv2.tsv"
 
 
 def video_path(root: str | Path, video_id: str) -> Path:

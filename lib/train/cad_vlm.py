@@ -43,6 +43,7 @@ import torch
 from annotated_types import Doc, Ge
 from torch import nn
 
+from lib.archive import exists, open_binary, read_bytes
 from lib.cad.tokenizer import CADTokenizer
 from lib.config import Checked, ConfigError, from_dict
 from lib.io import DataError, atomic_write_json, atomic_write_text, read_json, safe_join
@@ -225,7 +226,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
     """uint8 ``[3, size, size]`` of an image file, RGB, resized with a box filter (exact area average)."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with open_binary(path) as fh, Image.open(fh) as image:  # a file, or a member of a shard archive
         image = image.convert("RGB")
         if image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BOX)
@@ -235,7 +236,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
 def image_path(image_root: str | Path, record: Mapping[str, Any]) -> Path:
     """The image file of ``record`` under ``image_root`` (UnsafePathError for escaping paths)."""
     path = safe_join(image_root, str(record.get("image", "")))
-    if not path.is_file():
+    if not exists(path):
         raise FileNotFoundError(f"conversation {record.get('id')!r}: image {path} not found; run "
                                 f"`dvc repro render_deepcad` or fix the image folder ({image_root})")
     return path
@@ -528,7 +529,7 @@ def data_digest(data: CADVLMData) -> str:
     for split in (data.train, data.val):
         for record in split.records:
             h.update(json.dumps(record, sort_keys=True).encode())
-            h.update(image_path(data.image_root, record).read_bytes())
+            h.update(read_bytes(image_path(data.image_root, record)))
     return h.hexdigest()[:16]
 
 

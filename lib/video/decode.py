@@ -5,15 +5,19 @@ FFmpeg through PyAV: it seeks to the keyframe before the first wanted frame and 
 ``torchcodec`` is listed so configs can name it, but its wheels must match the installed torch and
 CUDA build; beside the CPU torch here it fails to import, and ``read_frames`` says so plainly.
 
-All backends return the same array for the same indices (tests check it on the training copies).
+All backends return the same array for the same indices (tests check it on the training copies). A path may
+run through a shard archive (``lib.archive``): the member's bytes are then handed to the backend in memory.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+
+from lib.archive import locate, read_bytes
 
 Backend = Literal["decord", "pyav", "torchcodec"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -55,10 +59,21 @@ def _import_torchcodec():
 
 
 # ---------------------------------------------------------------------------------------------- decord
+def _source(path: str | Path) -> str | io.BytesIO:
+    """What a backend opens: the path of a plain file, or the bytes of an archive member (seekable)."""
+    return str(path) if locate(path) is None else io.BytesIO(read_bytes(path))
+
+
+def _raw(path: str | Path) -> str | bytes:
+    """What torchcodec opens: a path, or an archive member's bytes (it takes bytes, not every file object)."""
+    src = _source(path)
+    return src.getvalue() if isinstance(src, io.BytesIO) else src
+
+
 def _decord_reader(path: str | Path):
     from decord import VideoReader, cpu
 
-    return VideoReader(str(path), ctx=cpu(0), num_threads=1)
+    return VideoReader(_source(path), ctx=cpu(0), num_threads=1)
 
 
 def _read_decord(path: str | Path, uniq: np.ndarray) -> np.ndarray:
@@ -80,7 +95,7 @@ def _read_pyav(path: str | Path, uniq: np.ndarray) -> np.ndarray:
     wanted = {int(i): k for k, i in enumerate(uniq)}
     out: list[np.ndarray | None] = [None] * len(uniq)
     last = int(uniq[-1])
-    with av.open(str(path)) as container:
+    with av.open(_source(path)) as container:
         stream = container.streams.video[0]
         stream.thread_count = 1
         rate, tb = stream.average_rate, stream.time_base
@@ -121,7 +136,7 @@ def _read_pyav_sequential(path: str | Path, uniq: np.ndarray) -> np.ndarray:
     wanted = {int(i): k for k, i in enumerate(uniq)}
     out: list[np.ndarray | None] = [None] * len(uniq)
     last, count = int(uniq[-1]), 0
-    with av.open(str(path)) as container:
+    with av.open(_source(path)) as container:
         stream = container.streams.video[0]
         stream.thread_count = 1
         for i, frame in enumerate(container.decode(stream)):
@@ -152,7 +167,7 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray, backend: 
         frames = _read_pyav(path, uniq)
     else:
         decoder_cls = _import_torchcodec()
-        decoder = decoder_cls(str(path), dimension_order="NHWC", num_ffmpeg_threads=1)
+        decoder = decoder_cls(_raw(path), dimension_order="NHWC", num_ffmpeg_threads=1)
         n = len(decoder)
         if uniq[-1] >= n:
             raise _out_of_range(path, int(uniq[-1]), n)
@@ -172,7 +187,7 @@ def frame_count(path: str | Path, backend: str = "decord") -> int:
     if backend == "pyav":
         import av
 
-        with av.open(str(path)) as container:
+        with av.open(_source(path)) as container:
             stream = container.streams.video[0]
             return sum(1 for p in container.demux(stream) if p.size > 0)
-    return len(_import_torchcodec()(str(path)))
+    return len(_import_torchcodec()(_raw(path)))

@@ -1,6 +1,7 @@
 """Probe a video by decoding it fully: the only honest way to know it is whole."""
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -9,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lib import archive
 from lib.quarantine import QuarantineError
 
 
@@ -43,11 +45,11 @@ def probe_video(path: str | Path, on_frame: Callable[[np.ndarray, float, float],
     ``not_video``, ``undecodable`` or ``truncated``.
     """
     path = Path(path)
-    size = path.stat().st_size
+    size = archive.size(path)  # a plain file, or a member of a shard archive (lib.archive)
     if size == 0:
         raise QuarantineError("zero_bytes", str(path.name))
     try:
-        container = av.open(str(path))
+        container = av.open(str(path) if archive.locate(path) is None else io.BytesIO(archive.read_bytes(path)))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise QuarantineError("not_video", f"cannot open container: {err}") from err
     with container:

@@ -16,10 +16,11 @@ def write_cad_conversations(root: Path, count: int = 12, image_size: int = 64,
     """Write ``count`` synthetic models' renders and conversations under ``root``.
 
     Returns ``{"raw", "render", "images", "conversations"}`` paths (``render`` is render_deepcad.out,
-    ``conversations`` is build_cad_conversations.out).
+    ``conversations`` is build_cad_conversations.out, ``images`` the root the conversations' image paths are
+    relative to: render_deepcad.out too, the paths running through its shard archives).
     """
     from lib.deepcad.conversations import OUTPUT_FILES, CADConversationsConfig, build_conversations
-    from lib.deepcad.render_models import IMAGE_DIR, RenderDeepCADConfig, merge_shards, read_models, run_shard
+    from lib.deepcad.render_models import RenderDeepCADConfig, merge_shards, read_models, run_shard
     from lib.deepcad.synth import SynthDeepCADConfig, write_dataset
 
     root = Path(root)
@@ -31,10 +32,10 @@ def write_cad_conversations(root: Path, count: int = 12, image_size: int = 64,
     run_shard(synth.out, render, 0, progress=False)
     merge_shards(synth.out, render)
     conv_cfg = CADConversationsConfig(out=str(root / "conversations"), answer_format=answer_format)
-    result = build_conversations(read_models(render.out), render.views, Path(render.out) / IMAGE_DIR, conv_cfg)
+    result = build_conversations(read_models(render.out), render.views, Path(render.out), conv_cfg)
     out = Path(conv_cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in result.by_split.items():
         (out / OUTPUT_FILES[split]).write_text(json.dumps(rows))
-    return {"raw": root / "raw", "render": root / "render", "images": root / "render" / IMAGE_DIR,
+    return {"raw": root / "raw", "render": root / "render", "images": root / "render",
             "conversations": out}

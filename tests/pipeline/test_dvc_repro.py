@@ -1,11 +1,14 @@
 """`dvc repro validate_ssv2` from a fresh clone with tiny params: the DAG, outputs, metrics, no-op rerun."""
 import json
 import math
+import os
+import re
 
 import pandas as pd
 import pytest
 import yaml
 
+from lib import archive
 from tests.helpers.workspace import run, set_params
 
 pytestmark = pytest.mark.pipeline
@@ -34,9 +37,21 @@ def test_dvc_repro_validate_ssv2_end_to_end(clone):
     data_in_git = [line for line in status if "data/" in line and not line.endswith(".gitignore")]
     assert data_in_git == []
 
-    # nothing changed: nothing reruns
+    # the fan-out holds one archive per shard, not one file per video: what DVC tracks does not grow with videos
+    ingest = yaml.safe_load((clone / "params.yaml").read_text())["ingest_ssv2"]
+    archives = sorted((clone / "data/interim/ssv2/archives").iterdir())
+    assert len(archives) == ingest["shards"] and not (clone / "data/interim/ssv2/videos").exists()
+
+    # nothing changed: only the root's listing is rewritten (always_changed), unchanged, so nothing else reruns
     again = run(["dvc", "repro", "validate_ssv2"], clone).stdout
-    assert "didn't change, skipping" in again and "Running stage" not in again
+    assert re.findall(r"Running stage '(\w+)'", again) == ["list_ssv2"], again
+    assert "Stage 'ingest_ssv2' didn't change, skipping" in again
+
+    # a raw video rewritten with the same bytes (a new mtime) changes the listing, so ingestion reruns
+    video = sorted((raw / "20bn-something-something-v2").glob("*.webm"))[0]
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    out = run(["dvc", "repro", "ingest_ssv2"], clone).stdout
+    assert "Running stage 'ingest_ssv2'" in out
 
     # a validate-only param reruns validation alone
     set_params(clone, {"validate_ssv2": {"min_videos": 4}})
@@ -60,8 +75,9 @@ def test_dvc_repro_validate_deepcad_end_to_end(clone):
     val = json.loads((clone / "data/processed/deepcad_conversations/val.json").read_text())
     assert (len(train), len(val)) == (3 * n["train"], 3 * n["validation"])  # one per (model, view)
     assert train[0]["conversations"][0]["value"].startswith("<image>\n")
-    image_dir = clone / "data/processed/deepcad_render/images"
-    assert all((image_dir / c["image"]).is_file() for c in train + val)
+    render = clone / "data/processed/deepcad_render"  # conversation images: through the shard archives
+    assert all(archive.exists(render / c["image"]) for c in train + val)
+    assert {c["image"].split("/")[0] for c in train + val} == {"archives"}
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)
     metrics = shown[""]["data"]["reports/validate_deepcad/metrics.json"]["data"]
@@ -72,7 +88,8 @@ def test_dvc_repro_validate_deepcad_end_to_end(clone):
     out = run(["dvc", "repro", "validate_deepcad"], clone).stdout
     assert "Running stage 'render_deepcad'" in out and "Running stage 'synth_deepcad'" not in out
     from PIL import Image
-    with Image.open(image_dir / train[0]["image"]) as im:
+    train = json.loads((clone / "data/processed/deepcad_conversations/train.json").read_text())  # new archives
+    with archive.open_binary(render / train[0]["image"]) as fh, Image.open(fh) as im:
         assert im.size == (48, 48)
 
 
@@ -102,7 +119,7 @@ def test_dvc_repro_eval_apt_then_an_experiment_shows_beside_it(clone):
     assert live["step"] == 4 and "loss" in live["g"]  # DVCLive nests "g/loss" as g: {loss}
     assert (clone / "data/models/train_apt/final/ema/G.safetensors").is_file()
     again = run(["dvc", "repro", "eval_apt"], clone).stdout  # nothing changed: nothing reruns
-    assert "Running stage" not in again
+    assert re.findall(r"Running stage '(\w+)'", again) == ["list_ssv2"], again  # the listing always runs
 
     # an experiment with another learning rate: a fresh run (other fingerprint), listed beside the workspace
     run(["dvc", "exp", "run", "-n", "lr-high", "-S", "train_apt.lr=0.001", "eval_apt"], clone)

@@ -4,6 +4,7 @@ import json
 import pandas as pd
 import pytest
 
+from tests.helpers.archives import members
 from tests.helpers.deepcad_data import real_model, square_model, write_root
 from tests.helpers.workspace import run, set_params
 
@@ -35,7 +36,7 @@ def test_dry_run_then_real_run_on_three_models(deepcad_clone):
     assert not [p for p in (out / "shards").rglob(".slices/*")]  # the merge removed the slices
     models = pd.read_parquet(out / "models.parquet")
     assert sorted(models["id"]) == ids
-    assert len(list((out / "images").rglob("*.png"))) == 3 * 3
+    assert len(members(out, ".png")) == 3 * 3 and len(list((out / "archives").iterdir())) == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 9 and summary["quarantined"] == 0
     again = run(["snakemake", "render_deepcad", "--cores", "2", "-n"], clone)

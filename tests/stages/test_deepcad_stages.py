@@ -8,6 +8,7 @@ import shutil
 import pytest
 import yaml
 
+from tests.helpers.archives import members, rewrite_member
 from tests.helpers.workspace import run_stage_module
 
 STAGES = ("synth_deepcad", "render_deepcad", "build_cad_conversations", "validate_deepcad")
@@ -116,8 +117,7 @@ def test_corrupt_image_fails_the_threshold_and_still_writes_the_report(pipeline)
     """A corrupt PNG among the sample models used to crash the sample sheet (traceback, no report)."""
     ws, _ = pipeline
     shutil.copytree(ws / "render", ws / "render_bad")
-    first = min((ws / "render_bad/images").rglob("*.png"))
-    first.write_bytes(b"not a png")
+    rewrite_member(members(ws / "render_bad", ".png")[0], b"not a png")
     params = write_params(ws / "corrupt.yaml", render_deepcad={"out": "render_bad"},
                           validate_deepcad={"report_dir": "reports/corrupt"})
     proc = run_stage_module("validate_deepcad", ["--params", params.name, "--no-progress"], ws)

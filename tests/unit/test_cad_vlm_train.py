@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lib.archive import open_binary
 from lib.cad.tokenizer import CADTokenizer
 from lib.config import ConfigError
 from lib.train.cad_vlm import (
@@ -98,7 +99,8 @@ def test_dataset_skips_and_counts_bad_answers_and_resizes_images(tiny, tmp_path)
     assert len(data.val) == 9 and data.val_images.shape[0] == 9
     # box-filtered: the 64 px render averaged over 8/3-pixel cells keeps the mean intensity
     from PIL import Image
-    full = np.asarray(Image.open(tiny["images"] / data.train.records[0]["image"]).convert("RGB"), dtype=float)
+    with open_binary(tiny["images"] / data.train.records[0]["image"]) as fh:
+        full = np.asarray(Image.open(fh).convert("RGB"), dtype=float)
     assert abs(data.train_images[0].float().mean().item() - full.mean()) < 2.0
     batch = ImageCodeSet(data.train, data.train_images).batch([0, 3], TOK)
     assert batch["images"].shape == (2, 3, 24, 24) and -1.0 <= batch["images"].min() < batch["images"].max() <= 1.0

@@ -1,9 +1,12 @@
+import io
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from lib.archive import exists, read_bytes
+from lib.archive import members as archive_members
 from lib.deepcad.cadcode import from_code, to_code
 from lib.deepcad.render_models import RenderDeepCADConfig, merge_shards, plan_render, read_models, run_shard
 from lib.render import silhouette
@@ -40,13 +43,15 @@ def test_good_models_render_every_view_and_keep_their_code(bad_run):
         assert to_code(from_code(row.code)) == row.code
         assert row.watertight and row.volume > 0
         for view in cfg.views:
-            with Image.open(base / "out/images" / getattr(row, f"image_{view}")) as im:
+            with Image.open(io.BytesIO(read_bytes(base / "out" / getattr(row, f"image_{view}")))) as im:
                 assert (im.size, im.mode) == ((64, 64), "RGB")
                 assert silhouette(np.asarray(im)).mean() > 0.01
-        assert (base / "out/meshes" / row.mesh).is_file()
-    # only the good models' files exist: nothing a bad model started is left
-    pngs = sorted(p.relative_to(base / "out/images").as_posix() for p in (base / "out/images").rglob("*.png"))
-    assert pngs == sorted(f"{m}_{v}.png" for m in good for v in cfg.views)
+        assert exists(base / "out" / row.mesh) and row.mesh.endswith(f"/meshes/{row.id}.ply")
+    # only the good models' files exist, in the shards' archives: nothing a bad model started is left
+    assert not (base / "out/images").exists() and not (base / "out/.staging").exists()
+    names = sorted(m for z in (base / "out/archives").iterdir() for m in archive_members(z))
+    assert names == sorted([*(f"images/{m}_{v}.png" for m in good for v in cfg.views),
+                            *(f"meshes/{m}.ply" for m in good)])
 
 
 def test_blank_renders_are_quarantined(tmp_path):
@@ -70,24 +75,28 @@ def test_unknown_view_is_a_config_error():
         RenderDeepCADConfig(views=["diagonal"])
 
 
-def test_a_failed_background_write_fails_the_shard_and_writes_no_shard_file(tmp_path):
+def test_a_failed_background_write_fails_the_shard_and_writes_no_shard_file(tmp_path, monkeypatch):
     # the PNGs are written by a background thread while the next model renders; an error there must surface
-    good, _ = bad_root(tmp_path / "root")
+    import lib.render
+
+    bad_root(tmp_path / "root")
     out = tmp_path / "out"
-    (out / "images").mkdir(parents=True)
-    folder = good[0].split("/")[0]
-    (out / "images" / folder).write_text("a file where the image folder goes")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lib.render, "save_png", disk_full)
     cfg = RenderDeepCADConfig(out=str(out), shards=1, image_size=64)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         run_shard(tmp_path / "root", cfg, 0, progress=False)
-    assert not list(out.glob("shards/*.parquet"))
+    assert not list(out.glob("shards/*.parquet")) and not list(out.glob("archives/*.zip"))
 
 
 def test_png_compress_level_changes_the_bytes_not_the_pixels(tmp_path):
     good, _ = bad_root(tmp_path / "root")
-    small = render(tmp_path / "root", tmp_path / "a", shards=1)[0]
+    render(tmp_path / "root", tmp_path / "a", shards=1)
     render(tmp_path / "root", tmp_path / "b", shards=1, png_compress_level=1)
-    rel = read_models(small.out)["image_front"].iloc[0]
-    a, b = tmp_path / "a/images" / rel, tmp_path / "b/images" / rel
-    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
-    assert a.stat().st_size < b.stat().st_size
+    a = read_bytes(tmp_path / "a" / read_models(tmp_path / "a")["image_front"].iloc[0])
+    b = read_bytes(tmp_path / "b" / read_models(tmp_path / "b")["image_front"].iloc[0])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(a))), np.asarray(Image.open(io.BytesIO(b))))
+    assert len(a) < len(b)

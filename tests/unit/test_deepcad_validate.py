@@ -5,6 +5,7 @@ the PNGs), not taken from lib.
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections import Counter
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from lib.archive import read_bytes
 from lib.deepcad.conversations import CADConversationsConfig, build_conversations
 from lib.deepcad.render_models import RenderDeepCADConfig, merge_shards, read_models, run_shard
 from lib.deepcad.validate import (
@@ -29,6 +31,7 @@ from lib.deepcad.validate import (
     render_report,
     write_plots,
 )
+from tests.helpers.archives import members, rewrite_member, save_image
 from tests.helpers.deepcad_data import bad_root
 
 SIZE = 64
@@ -66,8 +69,8 @@ def image_names(models: pd.DataFrame, views: list[str]) -> list[str]:
 def measure(out: Path, cfg: RenderDeepCADConfig, models, quarantine, conv_cfg=None, vcfg=LOOSE):
     """Run the library the way stages.validate_deepcad does; return (metrics, conversations, images)."""
     conv_cfg = conv_cfg or CADConversationsConfig()
-    conv = build_conversations(models, cfg.views, out / "images", conv_cfg)
-    images = image_stats(out / "images", image_names(models, cfg.views))
+    conv = build_conversations(models, cfg.views, out, conv_cfg)
+    images = image_stats(out, image_names(models, cfg.views))
     summary = {"truncated": conv.truncated, "dropped": conv.dropped}
     metrics = compute_metrics(models, cfg.views, images, quarantine, conv.by_split, summary, vcfg)
     return metrics, conv.by_split, images
@@ -91,7 +94,7 @@ def test_per_split_counts_match_the_split_file(rendered):
         expected = {"models": n, "images": n * n_views, "conversations": n * n_views if split in conv_splits else 0}
         assert metrics["splits"][split] == expected, split
     assert metrics["models"] == len(SPLIT_OF)
-    pngs = list((out / "images").rglob("*.png"))
+    pngs = members(out, ".png")
     assert metrics["images"] == len(pngs) == len(SPLIT_OF) * n_views
     assert metrics["conversations"] == sum(len(v) for v in conversations.values()) == 2 * n_views
 
@@ -105,12 +108,12 @@ def test_pristine_render_is_clean_uniform_and_sized(rendered):
     assert ic["resolutions"] == [f"{SIZE}x{SIZE}"] and ic["modes"] == ["RGB"] and ic["uniform"]
     n_images = len(SPLIT_OF) * len(cfg.views)
     assert metrics["in_memory_mib"] == pytest.approx(n_images * SIZE * SIZE * 3 / 2**20)
-    sizes = [p.stat().st_size for p in (out / "images").rglob("*.png")]
+    sizes = [len(read_bytes(p)) for p in members(out, ".png")]
     assert metrics["png_bytes"] == pytest.approx({"min": min(sizes), "mean": sum(sizes) / len(sizes),
                                                   "max": max(sizes)})
     # foreground measured independently: any channel differing from pure white
     for name, fg in zip(images["image"], images["foreground"], strict=False):
-        rgb = np.asarray(Image.open(out / "images" / name).convert("RGB"))
+        rgb = np.asarray(Image.open(io.BytesIO(read_bytes(out / name))).convert("RGB"))
         assert fg == pytest.approx((rgb != 255).any(axis=-1).mean())
         assert fg > 0.01
 
@@ -120,9 +123,9 @@ def test_missing_corrupt_and_blank_images_are_flagged(copy):
     front, top, right = cfg.views
     first, second = models.iloc[0], models.iloc[1]
     missing, corrupt, white = first[f"image_{front}"], first[f"image_{top}"], second[f"image_{right}"]
-    (out / "images" / missing).unlink()
-    (out / "images" / corrupt).write_bytes(b"this is not a PNG at all" * 10)
-    Image.new("RGB", (SIZE, SIZE), (255, 255, 255)).save(out / "images" / white)
+    rewrite_member(out / missing, None)
+    rewrite_member(out / corrupt, b"this is not a PNG at all" * 10)
+    save_image(Image.new("RGB", (SIZE, SIZE), (255, 255, 255)), out / white)
 
     metrics, _, images = measure(out, cfg, models, quarantine)
     by_name = images.set_index("image")
@@ -144,9 +147,9 @@ def test_missing_corrupt_and_blank_images_are_flagged(copy):
 def test_resized_image_makes_resolutions_non_uniform(copy):
     out, cfg, models, quarantine = copy
     name = models.iloc[2][f"image_{cfg.views[0]}"]
-    with Image.open(out / "images" / name) as im:
+    with Image.open(io.BytesIO(read_bytes(out / name))) as im:
         small = im.resize((32, 32))
-    small.save(out / "images" / name)
+    save_image(small, out / name)
     metrics, _, _ = measure(out, cfg, models, quarantine)
     ic = metrics["images_check"]
     assert ic["resolutions"] == ["32x32", f"{SIZE}x{SIZE}"] and not ic["uniform"]
@@ -186,9 +189,9 @@ def stressed(copy):
     quarantined models, and conversations dropped for length."""
     out, cfg, models, quarantine = copy
     a, b = models.iloc[0], models.iloc[1]
-    (out / "images" / a[f"image_{cfg.views[0]}"]).unlink()
-    (out / "images" / a[f"image_{cfg.views[1]}"]).write_bytes(b"\x89PNG garbage")
-    Image.new("RGB", (SIZE, SIZE), "white").save(out / "images" / b[f"image_{cfg.views[2]}"])
+    rewrite_member(out / a[f"image_{cfg.views[0]}"], None)
+    rewrite_member(out / a[f"image_{cfg.views[1]}"], b"\x89PNG garbage")
+    save_image(Image.new("RGB", (SIZE, SIZE), "white"), out / b[f"image_{cfg.views[2]}"])
     codes = dict(zip(models["id"], models["code"], strict=False))
     train, val = (i for i, s in SPLIT_OF.items() if s in ("train", "validation"))
     assert len(codes[train]) != len(codes[val])
@@ -249,7 +252,7 @@ def test_plots_open_and_the_sample_sheet_has_one_tile_per_view(stressed, tmp_pat
     out, cfg, models, _, metrics, conversations, images = stressed
     vcfg = ValidateDeepCADConfig()
     # the first model (a sample) has a missing and a corrupt view: its tiles stay blank, nothing raises
-    paths = write_plots(models, cfg.views, images, conversations, metrics, out / "images", tmp_path / "r", vcfg)
+    paths = write_plots(models, cfg.views, images, conversations, metrics, out, tmp_path / "r", vcfg)
     assert [p.name for p in paths] == list(PLOT_FILES) and len(paths) == 5
     for p in paths:
         with Image.open(p) as im:
@@ -261,7 +264,7 @@ def test_plots_open_and_the_sample_sheet_has_one_tile_per_view(stressed, tmp_pat
 
 def test_report_says_failed_or_passed(stressed, tmp_path):
     out, cfg, models, _, metrics, conversations, images = stressed
-    plots = write_plots(models, cfg.views, images, conversations, metrics, out / "images", tmp_path, LOOSE)
+    plots = write_plots(models, cfg.views, images, conversations, metrics, out, tmp_path, LOOSE)
     src = {"root": "root", "render_out": str(out), "conversations_out": "conv"}
     ok = render_report(metrics, check_thresholds(metrics, LOOSE), plots, models, cfg.views, src, LOOSE)
     assert "**Status: passed**" in ok and "FAILED" not in ok and "**FAIL**" not in ok

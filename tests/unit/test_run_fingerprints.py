@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from lib.archive import read_bytes
 from lib.train import apt, video_vae
 from lib.train.fingerprint import run_fingerprint
+from tests.helpers.archives import rewrite_member
 
 
 def _manifest(path, short_side=240):
@@ -104,5 +106,5 @@ def test_cad_vlm_follows_its_records_and_image_bytes(tmp_path):
     assert fingerprint() == base
     data = load_data(cfg, tiny["conversations"], tiny["images"])
     image = image_path(data.image_root, data.train.records[0])
-    image.write_bytes(image.read_bytes() + b"\0")  # a re-render that changed one image: another run
+    rewrite_member(image, read_bytes(image) + b"\0")  # a re-render that changed one image: another run
     assert fingerprint() != base

@@ -1,9 +1,12 @@
 import json
 import os
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from lib.archive import members
 from lib.shards import shard_of
 from lib.ssv2.ingest import (
     IngestSSv2Config,
@@ -51,8 +54,12 @@ def test_good_videos_all_survive_bad_neighbours(bad_run):
     assert summary["quarantined"] == len(cases) + 1  # the duplicate counts twice
     for p in manifest["abs_path"]:
         assert probe_video(p).frames > 0
-    # nothing a bad video started is left in the training copies
-    assert sorted(os.listdir(base / "out/videos")) == sorted(f"{v}.webm" for v in good)
+    # nothing a bad video started is left in the training copies: one archive per shard (3), holding exactly
+    # the good videos, and no loose copy or staging folder
+    archives = sorted((base / "out/archives").iterdir())
+    assert len(archives) == cfg.shards and not (base / "out/videos").exists() and not (base / "out/.staging").exists()
+    assert sorted(m for a in archives for m in members(a)) == sorted(f"videos/{v}.webm" for v in good)
+    assert {Path(p).parent.parent.name for p in manifest["abs_path"]} <= {a.name for a in archives}
 
 
 def test_manifest_rows_carry_labels_and_probe_fields(bad_run):
@@ -83,7 +90,8 @@ def test_keep_mode_points_at_the_source(tmp_path):
     make_good_root(tmp_path / "root", n_per_class=1)
     ingest(tmp_path / "root", tmp_path / "out", mode="keep", shards=2)
     m = read_manifest(tmp_path / "out")
-    assert not (tmp_path / "out/videos").exists()
+    assert not (tmp_path / "out/videos").exists() and not (tmp_path / "out/archives").exists()
+    assert m["archive"].isna().all()
     for r in m.itertuples():
         assert os.path.samefile(r.abs_path, tmp_path / "root" / r.source_path)
 
@@ -113,6 +121,31 @@ def test_merge_without_all_shards_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"shard-00001-[0-9a-f]{16}\.parquet: shard missing; "
                                                 r"run `snakemake --cores N ingest_ssv2`"):
         merge_shards(tmp_path / "root", cfg)
+
+
+def test_merge_refuses_a_missing_archive_and_drops_other_plans(tmp_path):
+    make_good_root(tmp_path / "root", n_per_class=1)
+    cfg, _ = ingest(tmp_path / "root", tmp_path / "out", shards=2)
+    archives = sorted((tmp_path / "out/archives").iterdir())
+    stale = tmp_path / "out/archives/shard-00007-0123456789abcdef.zip"
+    stale.write_bytes(b"an archive of another plan")
+    (tmp_path / "out/.staging/0123456789abcdef").mkdir(parents=True)  # a killed shard's leftovers
+    merge_shards(tmp_path / "root", cfg)
+    assert sorted((tmp_path / "out/archives").iterdir()) == archives and not (tmp_path / "out/.staging").exists()
+    archives[1].unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{archives[1].name}: the output archive of a finished shard is "
+                                                rf"missing; delete .*{archives[1].stem}\.parquet"):
+        merge_shards(tmp_path / "root", cfg)
+
+
+def test_a_rerun_gives_byte_identical_archives(tmp_path):
+    """Deterministic archives: DVC's hash of an unchanged shard does not move when it is recomputed."""
+    make_good_root(tmp_path / "root", n_per_class=1)
+    ingest(tmp_path / "root", tmp_path / "out", shards=2)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "out/archives").iterdir()}
+    shutil.rmtree(tmp_path / "out")
+    ingest(tmp_path / "root", tmp_path / "out", shards=2)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out/archives").iterdir()} == first
 
 
 @pytest.mark.parametrize("w, h, short, out", [(427, 240, 120, (214, 120)), (320, 240, None, (320, 240)),

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.archive import pack
 from lib.video import decode
 from lib.video.decode import BACKENDS, frame_count, read_frames
 from lib.video.encode import EncodeSettings, write_video
@@ -86,6 +87,23 @@ def test_unknown_backend():
     assert BACKENDS == ("decord", "pyav", "torchcodec")
 
 
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_a_video_inside_a_shard_archive_decodes_as_the_file(videos, backend, tmp_path):
+    """A path through a per-shard archive (lib.archive) reads the same frames and count as the plain file."""
+    folder = tmp_path / "staging/videos"
+    folder.mkdir(parents=True)
+    for path, _ in videos.values():
+        (folder / path.name).write_bytes(path.read_bytes())
+    pack(tmp_path / "staging", tmp_path / "shard-00000-0123456789abcdef.zip")
+    idx = [29, 0, 7, 7, 13]
+    for path, _ in videos.values():
+        inside = tmp_path / "shard-00000-0123456789abcdef.zip/videos" / path.name
+        assert frame_count(inside, backend) == frame_count(path, backend) == N
+        assert np.array_equal(read_frames(inside, idx, backend), read_frames(path, idx, backend))
+    with pytest.raises(FileNotFoundError, match=r"has no member 'videos/nope.webm'"):
+        read_frames(tmp_path / "shard-00000-0123456789abcdef.zip/videos/nope.webm", [0], backend)
+
+
 def test_torchcodec_error_is_clear(videos):
     try:
         import torchcodec.decoders  # noqa: F401
@@ -105,12 +123,14 @@ def test_torchcodec_error_is_clear(videos):
 def test_decord_and_pyav_identical_on_training_copies():
     import pandas as pd
 
-    df = pd.read_parquet(REAL_MANIFEST)
+    from lib.ssv2.ingest import read_manifest
+
+    df = read_manifest(REAL_MANIFEST.parent)
     rows = pd.concat([df[df.width == w].head(4) for w in sorted(df.width.unique())])
     rng = np.random.default_rng(1)
     worst = 0
     for row in rows.itertuples():
-        path = REAL_MANIFEST.parent / row.path
+        path = row.abs_path  # through its shard archive
         assert frame_count(path, "pyav") == frame_count(path, "decord") == row.frames
         for idx in (np.arange(row.frames), rng.integers(0, row.frames, 8), np.arange(1, row.frames, 2)[:8]):
             a, b = read_frames(path, idx, "decord"), read_frames(path, idx, "pyav")
