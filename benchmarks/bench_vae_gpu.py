@@ -100,6 +100,9 @@ def run_variant(args, phase_name: str, variant: dict) -> dict:
     def stamped(trainer, batch, step):
         torch.cuda.synchronize()
         stamps.append(time.perf_counter())
+        # a line per step, so a variant cut by the timeout still tells its step time and peak (run_child)
+        print(f"STEP {len(stamps) - 1} {stamps[-1] - stamps[0]:.3f} {torch.cuda.max_memory_allocated() / 2**30:.2f}",
+              flush=True)
         return step_fn(trainer, batch, step)
 
     levels = variant.get("checkpoint_levels", phase.checkpoint_levels)  # as the curriculum's step sets it
@@ -156,13 +159,28 @@ def child(args) -> None:
     print("RESULT " + json.dumps(run_variant(args, name, variant)))
 
 
+def partial_result(stdout: str) -> dict:
+    """What a variant cut by the timeout measured: ``STEP i seconds_since_first peak_gib`` lines of its steps.
+    Step i's line is printed when step i starts, so ``i`` lines mean i - 1 steps finished; the first step (cuDNN
+    autotuning) is left out of the step time when a later one finished."""
+    steps = [tuple(float(x) for x in line.split()[1:]) for line in stdout.splitlines() if line.startswith("STEP ")]
+    if len(steps) < 2:
+        return {}
+    done = len(steps) - 1
+    sec = (steps[-1][1] - steps[1][1]) / (done - 1) if done >= 2 else steps[1][1]
+    return {"partial_steps": done, "sec_partial": sec, "peak_gib_partial": steps[-1][2],
+            "first_step_s": steps[1][1]}
+
+
 def run_child(phase: str, key: str, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", f"{phase}|{key}", *sys.argv[1:]]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        print(f"  {phase} {key}: no result within {timeout:.0f} s", flush=True)
-        return {"error": f"timed out after {timeout:.0f} s"}
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        partial = partial_result(out)
+        print(f"  {phase} {key}: no result within {timeout:.0f} s; {partial or 'no step finished'}", flush=True)
+        return {"error": f"timed out after {timeout:.0f} s", **partial}
     result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not result:
         oom = "OutOfMemoryError" in proc.stderr or "out of memory" in proc.stderr
@@ -178,11 +196,20 @@ def write_markdown(report: dict, path: Path) -> None:
     lines = ["# Video VAE training step on one GPU, per curriculum phase", "",
              f"Measured {report['date']} on {report['device']}, torch {report['torch']}, by `{report['command']}`.",
              f"Model: `lib.models.video_vae.GPU_PRESET` ({report['model']}), bf16 autocast, AdamW, activation "
-             f"checkpointing of every ResBlock, random clips on the GPU (the step, not the loader).", "",
+             f"checkpointing of every ResBlock, random clips on the GPU (the step, not the loader). The model's "
+             f"checkpoint_levels is each phase's (`lib.train.curriculum.GPU_PRESET`: "
+             + ", ".join(f"{p.name} {p.checkpoint_levels or 0}" for p in GPU_CURRICULUM.phases)
+             + "): that many levels from full resolution are recomputed as whole segments.", "",
              "| phase | batch | micro-batch | variant | s/step | samples/s | peak GiB | TFLOP/s | ceiling TFLOP/s | "
              "% of ceiling |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for p in report["phases"]:
         for v in p["variants"]:
+            if "error" in v and "sec_partial" in v:  # cut by the timeout after some steps: say so beside them
+                lines.append(f"| {p['name']} | {p['batch_size']} | {p['micro_batch']} | {v['variant']} | "
+                             f"{v['sec_partial']:.2f} ({v['partial_steps']} of the steps, {v['error']}) | "
+                             f"{p['batch_size'] / v['sec_partial']:.2f} | >= {v['peak_gib_partial']:.1f} | | "
+                             f"{p['ceiling_tflops']:.0f} | |")
+                continue
             if "error" in v:
                 lines.append(f"| {p['name']} | {p['batch_size']} | – | {v['variant']} | {v['error']} | | | | | |")
                 continue
