@@ -55,6 +55,32 @@ from lib.config import Checked
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 
+# CUDA kernels index with 32 bits: cuDNN's convolution refuses a sample of 2**31 - 1 elements or more ("input
+# tensor must fit into 32-bit index math"; it only splits the batch), as do the replication-pad kernels. At 1024 px
+# and 49 frames one 64-wide full-resolution sample is 3.4e9 elements, so convolutions run in time chunks below it
+# (exact: each chunk reads its own look-back) and padding repeats frames by concatenation. A setting for tests.
+MAX_KERNEL_ELEMENTS = 2**31 - 1
+
+
+def repeat_frames(x: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
+    """Pad time by repeating the first frame ``before`` times and the last ``after`` times: ``F.pad(mode=
+    "replicate")`` on the time axis, values and gradients, without its 32-bit index limit."""
+    parts = [x[:, :, :1].expand(-1, -1, before, -1, -1)] if before else []
+    parts.append(x)
+    if after:
+        parts.append(x[:, :, -1:].expand(-1, -1, after, -1, -1))
+    return torch.cat(parts, dim=2) if len(parts) > 1 else x
+
+
+def _frames_per_call(x: torch.Tensor, out_channels: int, extra_in: int = 0, stride_t: int = 1) -> int:
+    """Output frames one convolution call may make so that neither one sample of its input (``stride_t`` input
+    frames per output frame plus ``extra_in`` look-back frames) nor of its output reaches the 32-bit limit."""
+    _, c, _, h, w = x.shape
+    per_in, per_out = c * h * w, out_channels * h * w  # the output's H, W are no larger than the input's
+    n_in = (MAX_KERNEL_ELEMENTS - 1) // per_in - extra_in
+    return max(1, min(n_in // stride_t, (MAX_KERNEL_ELEMENTS - 1) // per_out))
+
+
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Return ``mean + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``, so the sample is differentiable in both.
@@ -158,18 +184,29 @@ class CausalConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C_in, T, H, W] -> [B, C_out, T, H, W]``."""
-        if self.time_pad:
-            if self.streaming and self._cache is not None:
-                if self._cache.shape[:2] != x.shape[:2] or self._cache.shape[3:] != x.shape[3:]:
-                    raise RuntimeError(f"CausalConv3d: streaming chunk {list(x.shape)} does not continue the "
-                                       f"previous chunk (cache {list(self._cache.shape)}); start a new stream "
-                                       f"for a new clip or tile")
-                x = torch.cat([self._cache, x], dim=2)
-            else:
-                x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0), mode="replicate")
-            if self.streaming:  # padded length >= time_pad, so chunks shorter than time_pad work too
-                self._cache = x[:, :, -self.time_pad:].detach()
-        return self.conv(x)
+        p = self.time_pad
+        if not p:
+            return self.conv(x)
+        if self.streaming and self._cache is not None:
+            if self._cache.shape[:2] != x.shape[:2] or self._cache.shape[3:] != x.shape[3:]:
+                raise RuntimeError(f"CausalConv3d: streaming chunk {list(x.shape)} does not continue the "
+                                   f"previous chunk (cache {list(self._cache.shape)}); start a new stream "
+                                   f"for a new clip or tile")
+            prefix = self._cache
+        else:
+            prefix = x[:, :, :1].expand(-1, -1, p, -1, -1)  # the first frame, repeated: "before the clip"
+        if self.streaming:  # the padded input's last p frames (chunks shorter than p reach into the prefix)
+            self._cache = (x[:, :, -p:] if x.shape[2] >= p else torch.cat([prefix, x], dim=2)[:, :, -p:]).detach()
+        n = _frames_per_call(x, self.conv.out_channels, extra_in=p)
+        if x.shape[2] <= n:
+            return self.conv(torch.cat([prefix, x], dim=2))
+        outs = []  # output frames [t0, t0 + n) read padded frames [t0, t0 + n + p): x[t0 - p, t0 + n), prefix before
+        for t0 in range(0, x.shape[2], n):
+            window = x[:, :, max(0, t0 - p):t0 + n]
+            if t0 < p:
+                window = torch.cat([prefix[:, :, t0:], window], dim=2)
+            outs.append(self.conv(window))
+        return torch.cat(outs, dim=2)
 
 
 def _groups(channels: int) -> int:
@@ -230,7 +267,21 @@ class Down(nn.Module):
         self.conv = nn.Conv3d(channels, out_channels or channels, (ft, 3, 3), stride=(ft, fs, fs), padding=(0, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        ft = self.conv.stride[0]
+        n = _frames_per_call(x, self.conv.out_channels, stride_t=ft)
+        if x.shape[2] <= n * ft:
+            return self.conv(x)
+        # output frame j reads input frames [j*ft, (j+1)*ft) only: chunks of whole groups are exact
+        return torch.cat([self.conv(x[:, :, t0:t0 + n * ft]) for t0 in range(0, x.shape[2], n * ft)], dim=2)
+
+
+def upsample_nearest(x: torch.Tensor, factors: tuple[int, int, int]) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=factors, mode="nearest")`` for integer factors (values and gradients), as
+    a broadcast copy, which indexes with 64 bits where the interpolation kernel may not."""
+    B, C, T, H, W = x.shape
+    ft, fh, fw = factors
+    return (x[:, :, :, None, :, None, :, None].expand(B, C, T, ft, H, fh, W, fw)
+            .reshape(B, C, T * ft, H * fh, W * fw))
 
 
 class Up(nn.Module):
@@ -250,7 +301,7 @@ class Up(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.proj is not None:
             x = self.proj(x)
-        return self.conv(F.interpolate(x, scale_factor=self.factors, mode="nearest"))
+        return self.conv(upsample_nearest(x, self.factors))
 
 
 class VideoVAE(nn.Module):
@@ -345,7 +396,7 @@ class VideoVAE(nn.Module):
         latent_shape(cfg, T, x.shape[3], x.shape[4])  # validates T, H, W with a clear message
         pad = -T % cfg.temporal_compression
         if pad:  # repeat the last frame at the end: keeps groups aligned to frame 0 and stays causal
-            x = F.pad(x, (0, 0, 0, 0, 0, pad), mode="replicate")
+            x = repeat_frames(x, after=pad)
         segments = self._segments()
         h = x if self.enc_levels else self.enc_in(x)
         for i in range(len(self.enc_levels)):

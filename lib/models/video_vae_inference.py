@@ -19,10 +19,9 @@ from contextlib import contextmanager
 from fractions import Fraction
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from lib.models.video_vae import CausalConv3d, VideoVAE, latent_shape
+from lib.models.video_vae import CausalConv3d, VideoVAE, latent_shape, repeat_frames
 
 __all__ = ["blend_tiles", "decode_chunked", "decode_tiled", "encode_chunked", "encode_tiled", "reconstruct_mean",
            "seam_error", "streaming", "tile_starts"]
@@ -69,7 +68,7 @@ def encode_chunked(model: VideoVAE, x: torch.Tensor, chunk_frames: int) -> tuple
     latent_shape(model.config, *x.shape[2:])  # T >= 1, H and W divisible by spatial_compression
     pad = -x.shape[2] % tc
     if pad:
-        x = F.pad(x, (0, 0, 0, 0, 0, pad), mode="replicate")
+        x = repeat_frames(x, after=pad)
     with streaming(model):
         moments = [model.encode(chunk) for chunk in x.split(chunk_frames, dim=2)]  # each: (mean, logvar)
     means, logvars = zip(*moments, strict=True)

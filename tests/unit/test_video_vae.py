@@ -197,6 +197,49 @@ def test_whole_level_checkpointing_gives_the_plain_gradient(levels):
     assert ckpt.eval()._segments() == 0
 
 
+@pytest.mark.parametrize("limit", [1, 800, 2_000])
+def test_convolutions_split_in_time_below_the_32_bit_limit_give_the_same_step(monkeypatch, limit):
+    """With the per-call element limit lowered (1: one output frame per call; 800/2,000: a few frames), every
+    causal conv, Down and the padding run in time chunks, each reading its own look-back: the same outputs and
+    gradients as one call each, with checkpointing and whole-level segments too; and no conv call ever gets a
+    sample of the limit's size or more (what cuDNN refuses at 1024 px, 49 frames, 64 channels)."""
+    cfg = VideoVAEConfig(channels=8, latent_channels=4, temporal_compression=4, spatial_compression=4, blocks=1,
+                         level_channels=(4, 8), gradient_checkpointing=True, checkpoint_chunk_frames=3,
+                         checkpoint_levels=1)
+    x = _video(2, 3, 9, 8, 8)
+    plain = VideoVAE(cfg).train()
+    split = VideoVAE(cfg).train()
+    split.load_state_dict(plain.state_dict())
+    largest = []
+
+    def spy(module, inputs, output):
+        largest.append(max(inputs[0][0].numel(), output[0].numel()))
+
+    for m in split.modules():
+        if isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1:  # 1x1x1 projections never split
+            m.register_forward_hook(spy)
+    monkeypatch.setattr(video_vae, "MAX_KERNEL_ELEMENTS", limit)
+    assert_same_training_step(plain, split, x)
+    if limit > 1:  # a single frame may exceed a limit of 1; the chunks must stay under the others
+        assert max(largest) < limit
+    assert len(largest) > 2 * sum(isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1 for m in split.modules())
+
+
+def test_repeat_frames_and_upsample_nearest_equal_torch_pad_and_interpolate():
+    x = torch.randn(2, 3, 5, 4, 6, requires_grad=True)
+    padded = video_vae.repeat_frames(x, before=2, after=3)
+    ref = torch.nn.functional.pad(x, (0, 0, 0, 0, 2, 3), mode="replicate")
+    torch.testing.assert_close(padded, ref, rtol=0, atol=0)
+    g = torch.randn_like(ref)
+    ours, theirs = torch.autograd.grad(padded, x, g)[0], torch.autograd.grad(ref, x, g)[0]
+    torch.testing.assert_close(ours, theirs)
+    up = video_vae.upsample_nearest(x, (2, 2, 2))
+    ref = torch.nn.functional.interpolate(x, scale_factor=(2, 2, 2), mode="nearest")
+    torch.testing.assert_close(up, ref, rtol=0, atol=0)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(up, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
 def test_checkpoint_levels_beyond_the_model_is_refused_naming_the_range():
     with pytest.raises(ValueError, match=r"checkpoint_levels: 3 is more than the 2 levels .*use 0..2"):
         VideoVAEConfig(temporal_compression=2, spatial_compression=4, checkpoint_levels=3)
