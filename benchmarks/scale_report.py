@@ -11,7 +11,8 @@ from pathlib import Path
 
 COLUMNS = [("n", "N"), ("plan_s", "plan s"), ("plan_job_s", "job start-up, planning s"),
            ("startup_s", "job start-up, slice s"), ("slices_s", "slices s"), ("dag_s", "DAG s"),
-           ("merge_s", "merge s"), ("manifest_mib", "table MiB"), ("files_tracked", "files DVC tracks"),
+           ("merge_s", "merge s"), ("manifest_mib", "table MiB"), ("listing_s", "listing s"),
+           ("files_tracked", "files DVC tracks"),
            ("commit_s", "dvc commit s"), ("noop_status_s", "no-op status s"), ("noop_repro_s", "no-op repro s"),
            ("peak_mib", "plan peak MiB")]
 
