@@ -4,7 +4,8 @@
 
 Reads <train_cad_vlm.out_dir>/final/raw/cad_vlm.safetensors (or vlm.safetensors of a base_model run), the
 conversations of build_cad_conversations.out and the images in the shard archives of <render_deepcad.out>/archives,
-and sections train_cad_vlm (model, image_size, max_len, base_model) and eval_cad_vlm (report_dir, beam, max_images, ...).
+and sections train_cad_vlm (model, image_size, max_len, base_model) and eval_cad_vlm (report_dir, beam,
+max_images, ...).
 Every validation image whose reference code builds a solid is answered by:
     model            the trained model (grammar-constrained greedy decoding; beam search with beam > 1)
     nn_retrieval     the code of the nearest training image by raw pixels (grey, nn_pixels a side)
