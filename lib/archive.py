@@ -14,6 +14,7 @@ modules inside a zip on ``sys.path``; :func:`open_binary` opens either kind of p
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import zipfile
 from collections.abc import Iterator
@@ -81,6 +82,12 @@ def open_binary(path: str | Path) -> Iterator[IO[bytes]]:
                                 "(`dvc repro` or `snakemake --cores N <stage>`)") from None
     with zf.open(info) as fh:
         yield fh
+
+
+def source(path: str | Path) -> str | io.BytesIO:
+    """What a decoder that takes a path or a file object opens (PyAV, decord): the path of a plain file, or an
+    archive member's bytes in memory (seekable; members are a few MB)."""
+    return str(path) if locate(path) is None else io.BytesIO(read_bytes(path))
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -8,7 +8,6 @@ file is written atomically; a bad model is quarantined with its reason and the r
 """
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -242,7 +241,7 @@ def read_models(out: str | Path) -> pd.DataFrame:
     archives = df[ARCHIVE_COLUMN] if ARCHIVE_COLUMN in df.columns else [None] * len(df)
     views = [c for c in df.columns if c.startswith("image_")]
     for col, folder in [*((c, IMAGE_DIR) for c in views), ("mesh", MESH_DIR)]:
-        df[col] = [None if name is None or (isinstance(name, float) and math.isnan(name))
+        df[col] = [None if pd.isna(name)
                    else f"{a}/{folder}/{name}" if isinstance(a, str) else f"{folder}/{name}"
                    for a, name in zip(archives, df[col], strict=True)]
     return df

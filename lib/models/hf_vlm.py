@@ -199,14 +199,11 @@ def split_conversation(record: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _open_image(image_root: Path, relative: str, record_id: Any) -> Image.Image:
-    from PIL import Image
-
     path = safe_join(image_root, relative)  # UnsafePathError for ../ escapes and absolute paths
     if not exists(path):
         raise FileNotFoundError(f"conversation {record_id!r}: image {path} not found; run the render stage "
                                 f"or fix image_root ({image_root})")
-    with open_binary(path) as fh, Image.open(fh) as image:  # a file, or a member of a shard archive
-        return image.convert("RGB")
+    return _rgb(path)
 
 
 def _rgb(path: str | Path) -> Image.Image:
@@ -315,7 +312,6 @@ def hf_generate(model: nn.Module, processor: Any, images: Sequence[Image.Image |
     ``prompt`` is one prompt for every image or one per image, without ``<image>`` (it is placed by the
     prompt format). Prompts are left-padded so every row's answer starts right after its own prompt.
     """
-
     pil = [_rgb(im) if isinstance(im, (str, Path)) else im.convert("RGB") for im in images]
     prompts = [prompt] * len(pil) if isinstance(prompt, str) else list(prompt)
     if len(prompts) != len(pil):

@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from lib.archive import locate, read_bytes
+from lib.archive import source
 
 Backend = Literal["decord", "pyav", "torchcodec"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -59,21 +59,16 @@ def _import_torchcodec():
 
 
 # ---------------------------------------------------------------------------------------------- decord
-def _source(path: str | Path) -> str | io.BytesIO:
-    """What a backend opens: the path of a plain file, or the bytes of an archive member (seekable)."""
-    return str(path) if locate(path) is None else io.BytesIO(read_bytes(path))
-
-
 def _raw(path: str | Path) -> str | bytes:
     """What torchcodec opens: a path, or an archive member's bytes (it takes bytes, not every file object)."""
-    src = _source(path)
+    src = source(path)
     return src.getvalue() if isinstance(src, io.BytesIO) else src
 
 
 def _decord_reader(path: str | Path):
     from decord import VideoReader, cpu
 
-    return VideoReader(_source(path), ctx=cpu(0), num_threads=1)
+    return VideoReader(source(path), ctx=cpu(0), num_threads=1)
 
 
 def _read_decord(path: str | Path, uniq: np.ndarray) -> np.ndarray:
@@ -95,7 +90,7 @@ def _read_pyav(path: str | Path, uniq: np.ndarray) -> np.ndarray:
     wanted = {int(i): k for k, i in enumerate(uniq)}
     out: list[np.ndarray | None] = [None] * len(uniq)
     last = int(uniq[-1])
-    with av.open(_source(path)) as container:
+    with av.open(source(path)) as container:
         stream = container.streams.video[0]
         stream.thread_count = 1
         rate, tb = stream.average_rate, stream.time_base
@@ -136,7 +131,7 @@ def _read_pyav_sequential(path: str | Path, uniq: np.ndarray) -> np.ndarray:
     wanted = {int(i): k for k, i in enumerate(uniq)}
     out: list[np.ndarray | None] = [None] * len(uniq)
     last, count = int(uniq[-1]), 0
-    with av.open(_source(path)) as container:
+    with av.open(source(path)) as container:
         stream = container.streams.video[0]
         stream.thread_count = 1
         for i, frame in enumerate(container.decode(stream)):
@@ -187,7 +182,7 @@ def frame_count(path: str | Path, backend: str = "decord") -> int:
     if backend == "pyav":
         import av
 
-        with av.open(_source(path)) as container:
+        with av.open(source(path)) as container:
             stream = container.streams.video[0]
             return sum(1 for p in container.demux(stream) if p.size > 0)
     return len(_import_torchcodec()(_raw(path)))

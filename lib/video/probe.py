@@ -1,7 +1,6 @@
 """Probe a video by decoding it fully: the only honest way to know it is whole."""
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -49,7 +48,7 @@ def probe_video(path: str | Path, on_frame: Callable[[np.ndarray, float, float],
     if size == 0:
         raise QuarantineError("zero_bytes", str(path.name))
     try:
-        container = av.open(str(path) if archive.locate(path) is None else io.BytesIO(archive.read_bytes(path)))
+        container = av.open(archive.source(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise QuarantineError("not_video", f"cannot open container: {err}") from err
     with container:
