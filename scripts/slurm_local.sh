@@ -88,6 +88,10 @@ stop)
       sleep 0.25
     done
   done
+  # slurmd's cached copy of our config outlives the daemons; with it every SLURM client (and snakemake, whose slurm
+  # plugin runs `scontrol show config` at import) retries the stopped controller for ~9 s
+  cached=/run/slurm/conf/slurm.conf
+  if [[ -f "$cached" && -f "$dir/slurm.conf" ]] && cmp -s "$cached" "$dir/slurm.conf"; then rm -f "$cached"; fi
   ;;
 *)
   die "usage: $0 install | start DIR | stop DIR"

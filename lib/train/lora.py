@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import fnmatch
+import sys
 from pathlib import Path
 
 import torch
@@ -60,6 +61,8 @@ def apply_lora(model: nn.Module, rank: int, alpha: int, targets: list[str]) -> n
 
 def has_lora(model: nn.Module) -> bool:
     """True when ``model`` contains peft adapter layers."""
+    if "peft" not in sys.modules:  # no adapter exists without peft imported; importing it costs ~1.3 s a process
+        return False
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return any(isinstance(m, BaseTunerLayer) for m in model.modules())

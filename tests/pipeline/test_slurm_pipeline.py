@@ -30,6 +30,10 @@ def slurm_conf(tmp_path):
         yield state / "slurm.conf"
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, timeout=60)
+    # slurmd's cached config is gone with the daemons: left behind, every later snakemake call (its slurm plugin runs
+    # `scontrol show config` at import) waited ~9 s for the stopped controller
+    cached = Path("/run/slurm/conf/slurm.conf")
+    assert not (cached.is_file() and cached.read_bytes() == (state / "slurm.conf").read_bytes())
 
 
 def tree_digests(folder: Path) -> dict[str, str]:
