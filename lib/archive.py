@@ -1,7 +1,7 @@
 """Per-shard archives: a shard's many small output files (training copies, PNG views, meshes) as one zip.
 
 DVC's cost of a no-op ``dvc status``/``dvc repro`` grows with the number of files a stage tracks (a stat and a
-state-database lookup each, ~40 us): 220k training copies or 713k renders make it 10-30 s. Packed per shard
+state-database lookup each, ~40 us): 220k training copies or 713k renders made it 19-34 s (measured). Packed per shard
 the outputs are 512 files, whatever the item count (``reports/benchmarks/scale.md``); the DVC maintainers
 recommend the same for datasets of many small files (treeverse/dvc#7681).
 
