@@ -40,7 +40,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from annotated_types import Doc, Ge
+import torch.nn.functional as F
+from annotated_types import Doc, Ge, Interval
 from torch import nn
 
 from lib.archive import exists, open_binary, read_bytes
@@ -78,6 +79,19 @@ class EarlyStoppingConfig(Checked):
 
 
 @dataclass(frozen=True)
+class AugmentConfig(Checked):
+    """``augment``: a random zoom and shift of each training image (never validation or test images), seeded by
+    ``(seed, micro-batch, rank)`` so a resumed run sees the same images; both 0 leave the images untouched."""
+
+    shift: Annotated[float, Interval(ge=0, le=0.25), Doc("largest translation, a fraction of the image side")] = 0.0
+    scale: Annotated[float, Interval(ge=0, le=0.4), Doc("largest zoom in or out, a fraction")] = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.shift > 0 or self.scale > 0
+
+
+@dataclass(frozen=True)
 class CADVLMTrainConfig(Checked):
     """The ``train_cad_vlm`` section (module docstring). ``image_size`` and ``max_len`` are the model's too."""
 
@@ -90,6 +104,7 @@ class CADVLMTrainConfig(Checked):
     epochs: Annotated[int, Ge(1), Doc("null: run for steps")] | None = 20  # run length
     val_every: Annotated[int, Ge(1)] = 1  # epochs between validations (and the last step)
     early_stopping: EarlyStoppingConfig | None = field(default_factory=EarlyStoppingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # compact model only
     base_model: str | None = None  # a local transformers VLM folder instead of the compact model
     trust_remote_code: bool = False  # base_model: allow the folder's own Python code
     # base_model: text tokens per conversation (prompt + image tokens + answer)
@@ -107,6 +122,9 @@ class CADVLMTrainConfig(Checked):
         if (self.model.image_size, self.model.max_len) != (self.image_size, self.max_len):
             raise ValueError(f"model.image_size/max_len ({self.model.image_size}, {self.model.max_len}) differ from "
                              f"image_size/max_len ({self.image_size}, {self.max_len}); set them at the top level only")
+        if self.augment.enabled and self.base_model:
+            raise ValueError("augment: the compact model's in-memory images only; set shift and scale to 0 with "
+                             "base_model (its processor opens the image files)")
         if self.train.training_mode == "lora" and DEFAULT_LORA in self.train.lora_targets and not self.base_model:
             raise ValueError("lora_targets: empty with training_mode lora needs base_model (the default targets are "
                              "a transformers model's attention projections); list patterns for the compact model")
@@ -249,6 +267,34 @@ def load_images(records: Sequence[Mapping[str, Any]], image_root: str | Path, si
     return torch.from_numpy(np.stack([load_image(image_path(image_root, r), size) for r in records]))
 
 
+def augment_images(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """``images`` (float ``[B, 3, S, S]`` in [-1, 1], white background = 1) zoomed by a factor in
+    ``1 +- cfg.scale`` about the centre and shifted by up to ``cfg.shift`` of the side on each axis (bilinear);
+    what moves in from outside the frame is background."""
+    b = images.shape[0]
+    zoom = 1 + (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * cfg.scale
+    shift = (torch.rand(b, 2, generator=generator, dtype=torch.float64) * 2 - 1) * cfg.shift
+    return zoom_shift(images, zoom, shift)
+
+
+def zoom_shift(images: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``images`` ``[B, 3, S, S]`` (white = 1) zoomed by ``zoom[b]`` about the centre, then shifted so output
+    pixel ``(y, x)`` shows input ``(y, x) + shift[b] * S`` (``shift[b]``: (x, y) in fractions of the side);
+    outside the input is white."""
+    b = images.shape[0]
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom.to(torch.float64)
+    theta[:, :, 2] = shift.to(torch.float64) * 2  # grid coordinates span 2 per side
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    # sampled as (x - 1) with zeros outside, so outside reads as 1: the renders' white background
+    return F.grid_sample(images - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1
+
+
+def augment_generator(seed: int, micro: int, rank: int = 0) -> torch.Generator:
+    """The generator of micro-batch ``micro`` on ``rank``: a pure function of the step, so resumes are exact."""
+    return torch.Generator().manual_seed((seed * _SEED_STRIDE + micro) * 1024 + rank)
+
+
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` -> float32 in ``[-1, 1]`` (what :class:`CADVLM` is trained on)."""
     return images.to(torch.float32) / 127.5 - 1.0
@@ -358,13 +404,15 @@ def schedule_for(cfg: CADVLMTrainConfig, n: int) -> EpochSchedule:
     return EpochSchedule(n, cfg.train.batch_size, cfg.train.grad_accum, process_state().num_processes, cfg.train.seed)
 
 
-def make_data_fn(schedule: EpochSchedule, total_steps: int, make_batch: Callable[[list[int]], Any]) -> DataFn:
-    """``data(start_step)``: ``make_batch(indices)`` of every micro-batch from ``start_step`` to ``total_steps``."""
+def make_data_fn(schedule: EpochSchedule, total_steps: int,
+                 make_batch: Callable[[list[int], int, int], Any]) -> DataFn:
+    """``data(start_step)``: ``make_batch(indices, micro, rank)`` of every micro-batch from ``start_step`` to
+    ``total_steps`` (``micro`` counts micro-batches over the whole run: what per-batch randomness is seeded by)."""
     rank = process_state().process_index
 
     def data(start_step: int) -> Iterator[Any]:
         for micro in range(start_step * schedule.grad_accum, total_steps * schedule.grad_accum):
-            yield make_batch(schedule.indices(micro, rank))
+            yield make_batch(schedule.indices(micro, rank), micro, rank)
 
     return data
 
@@ -571,8 +619,12 @@ def make_trainer(cfg: CADVLMTrainConfig, data: CADVLMData, *, tokenizer: CADToke
         models = {MODEL_NAME: build_model(cfg, tok)}
         step_fn, validate_fn = make_step_fn(tok.pad_id), make_validate_fn(val_set, tok, cfg.train.batch_size)
 
-        def make_batch(idx):
-            return train_set.batch(idx, tok)
+        def make_batch(idx, micro, rank):
+            batch = train_set.batch(idx, tok)
+            if cfg.augment.enabled:
+                gen = augment_generator(cfg.train.seed, micro, rank)
+                batch["images"] = augment_images(batch["images"], cfg.augment, gen)
+            return batch
 
     history = LossHistory(history_path(cfg))
     trainer_kwargs.setdefault("fingerprint", run_fingerprint(cfg, data, train))
@@ -618,7 +670,7 @@ def _hf_parts(cfg: CADVLMTrainConfig, data: CADVLMData, train: TrainConfig):
                                   trainer.accelerator.device)
 
     return ({HF_MODEL_NAME: model}, hf_step_fn(HF_MODEL_NAME), validate,
-            lambda idx: collator([records[i] for i in idx]), train)
+            lambda idx, micro, rank: collator([records[i] for i in idx]), train)
 
 
 # ----------------------------------------------------------------------------- convergence table
@@ -738,6 +790,7 @@ def write_convergence(report_dir: str | Path, rows: Sequence[Mapping[str, Any]],
 
 
 __all__ = [
+    "AugmentConfig",
     "CONVERSATION_FILES",
     "DEFAULT_LORA",
     "HF_MODEL_NAME",
@@ -752,6 +805,8 @@ __all__ = [
     "ImageCodeSet",
     "LossHistory",
     "answer_of",
+    "augment_generator",
+    "augment_images",
     "build_model",
     "convergence_rows",
     "convergence_summary",
@@ -774,4 +829,5 @@ __all__ = [
     "to_section",
     "validation_loss",
     "write_convergence",
+    "zoom_shift",
 ]

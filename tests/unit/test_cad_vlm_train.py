@@ -16,8 +16,11 @@ from lib.cad.tokenizer import CADTokenizer
 from lib.config import ConfigError
 from lib.train.cad_vlm import (
     DEFAULT_LORA,
+    AugmentConfig,
     EpochSchedule,
     ImageCodeSet,
+    augment_generator,
+    augment_images,
     build_model,
     convergence_markdown,
     convergence_rows,
@@ -32,6 +35,7 @@ from lib.train.cad_vlm import (
     schedule_for,
     to_section,
     validation_loss,
+    zoom_shift,
 )
 from lib.train.checkpoint import latest_checkpoint
 from tests.helpers.cad_vlm_data import write_cad_conversations
@@ -121,7 +125,7 @@ def test_epoch_schedule_covers_every_sample_and_is_a_function_of_the_step():
     ranks = [i for k in range(4) for r in range(2) for i in two.indices(k, rank=r)]
     assert set(ranks) == set(range(10)) and len(ranks) == 16
 
-    data = make_data_fn(s, total_steps=7, make_batch=lambda idx: idx)
+    data = make_data_fn(s, total_steps=7, make_batch=lambda idx, micro, rank: idx)
     full = list(data(0))
     assert len(full) == 7 and list(data(4)) == full[4:]
 
@@ -149,14 +153,50 @@ def test_training_lowers_validation_loss(tiny, tmp_path):
     assert len(vals) == 8 and vals[-1] == pytest.approx(after, rel=1e-5) and vals[-1] < vals[0]
 
 
-def test_exact_resume_after_a_kill(tiny, tmp_path):
-    cfg_a = from_section(section(tmp_path / "a"))
+def test_zoom_shift_moves_whole_pixels_and_brings_in_white():
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    same = zoom_shift(images, torch.ones(2), torch.zeros(2, 2))
+    assert torch.allclose(same, images, atol=1e-5)
+    # shift (x, y) = (2/16, -1/16): output (y, x) shows input (y - 1, x + 2); what came from outside is white
+    moved = zoom_shift(images, torch.ones(2), torch.tensor([[2 / 16, -1 / 16]] * 2))
+    assert torch.allclose(moved[:, :, 1:, :14], images[:, :, :15, 2:], atol=1e-5)
+    white = torch.ones(2, 3, 16, 16)
+    assert torch.allclose(moved[:, :, :, 14:], white[:, :, :, 14:]) and torch.allclose(moved[:, :, 0], white[:, :, 0])
+    # zoomed out by half: the image fills the middle 8x8, the border is white
+    small = zoom_shift(images, torch.full((2,), 0.5), torch.zeros(2, 2))
+    assert torch.allclose(small[:, :, :, :3], white[:, :, :, :3]) and torch.allclose(small[:, :, :3], white[:, :, :3])
+    assert torch.allclose(small[:, :, 4:12, 4:12].mean(), images.mean(), atol=0.1)
+
+
+def test_augment_is_seeded_by_the_micro_batch_and_off_by_default():
+    assert not AugmentConfig().enabled and AugmentConfig(shift=0.1).enabled
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    cfg = AugmentConfig(shift=0.1, scale=0.2)
+    a = augment_images(images, cfg, augment_generator(0, 5))
+    assert torch.equal(a, augment_images(images, cfg, augment_generator(0, 5)))  # a resumed run sees the same
+    for other in (augment_generator(0, 6), augment_generator(1, 5), augment_generator(0, 5, rank=1)):
+        assert not torch.allclose(a, augment_images(images, cfg, other))
+    assert not torch.allclose(a[0], a[1])  # each image its own draw
+    with pytest.raises(ConfigError, match="augment"):
+        from_section(section("/tmp/x", base_model="some/folder", augment={"shift": 0.1}))
+    with pytest.raises(ConfigError, match="shift"):
+        from_section(section("/tmp/x", augment={"shift": 0.5}))
+
+
+@pytest.mark.parametrize("augment", [None, {"shift": 0.1, "scale": 0.1}])
+def test_exact_resume_after_a_kill(tiny, tmp_path, augment):
+    extra = {"augment": augment} if augment else {}
+    cfg_a = from_section(section(tmp_path / "a", **extra))
     data = load_data(cfg_a, tiny["conversations"], tiny["images"])
     make_trainer(cfg_a, data).run(progress=False)
     steps = 3 * schedule_for(cfg_a, len(data.train)).steps_per_epoch
     assert latest_checkpoint(tmp_path / "a").name == f"step-{steps:06d}"
+    if augment:  # the trainer's batches are the augmented images, not the stored ones
+        batch = next(make_trainer(cfg_a, data).data(0))
+        plain = from_section(section(tmp_path / "p"))
+        assert not torch.allclose(batch["images"], next(make_trainer(plain, data).data(0))["images"])
 
-    cfg_b = from_section(section(tmp_path / "b"))
+    cfg_b = from_section(section(tmp_path / "b", **extra))
     trainer_b = make_trainer(cfg_b, data)
     run_killed_at(trainer_b, 6)
     assert not (tmp_path / "b" / "final").exists()
