@@ -58,3 +58,28 @@ def write_listing(root: str | Path, dst: str | Path) -> dict:
     if changed:
         atomic_write_text(dst, text)
     return {"files": len(rows), "bytes": sum(max(s, 0) for _, s, _ in rows), "changed": changed}
+
+
+def path_listing_text(path: str | Path | None) -> str:
+    """The listing of an optional external input (weights file, model folder): its path, then one line per file
+    (a folder's files as :func:`walk` lists them; a file as itself). ``None`` and a missing path get a line
+    saying so (the stage that reads the path reports a missing one with its fix)."""
+    if path is None or str(path) == "":
+        return "# path: null (not set)\n"
+    head = f"# path: {path}\n"
+    p = Path(path)
+    if p.is_dir():
+        return head + HEADER + "".join(f"{r}\t{s}\t{t}\n" for r, s, t in walk(p))
+    if p.is_file():
+        st = p.stat()
+        return head + HEADER + f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n"
+    return head + "# missing\n"
+
+
+def write_path_listing(path: str | Path | None, dst: str | Path) -> bool:
+    """Write :func:`path_listing_text` of ``path`` to ``dst`` when it changed; return whether it did."""
+    text, dst = path_listing_text(path), Path(dst)
+    changed = not dst.is_file() or dst.read_text() != text
+    if changed:
+        atomic_write_text(dst, text)
+    return changed

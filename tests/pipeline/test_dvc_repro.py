@@ -3,6 +3,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -119,7 +120,7 @@ def test_dvc_repro_eval_apt_then_an_experiment_shows_beside_it(clone):
     assert live["step"] == 4 and "loss" in live["g"]  # DVCLive nests "g/loss" as g: {loss}
     assert (clone / "data/models/train_apt/final/ema/G.safetensors").is_file()
     again = run(["dvc", "repro", "eval_apt"], clone).stdout  # nothing changed: nothing reruns
-    assert re.findall(r"Running stage '(\w+)'", again) == ["list_ssv2"], again  # the listing always runs
+    assert sorted(re.findall(r"Running stage '(\w+)'", again)) == ["list_external", "list_ssv2"], again  # always run
 
     # an experiment with another learning rate, the other loss kind (RpGAN + approximate R1/R2) and the other
     # degradation kind (Real-ESRGAN + codec): a fresh run (other fingerprint), listed beside the workspace
@@ -174,4 +175,16 @@ def test_dvc_repro_eval_cad_vlm_scores_the_model_and_both_baselines(clone):
     assert {"model", "nn_retrieval", "most_frequent"} <= set(metrics)
     assert metrics["model"]["parse_rate"] == 1.0  # constrained decoding only writes valid code
     assert (clone / "reports/eval_cad_vlm/grid.png").stat().st_size > 0
+
+    # an external input rewritten at the same path reruns the stage that reads it: train_cad_vlm initialised from
+    # a weights file, then the file's bytes change while params.yaml does not
+    weights = clone / "init" / "cad_vlm.safetensors"
+    weights.parent.mkdir()
+    shutil.copy(clone / "data/models/train_cad_vlm/final/raw/cad_vlm.safetensors", weights)
+    set_params(clone, {"train_cad_vlm": {"init_from": "init/cad_vlm.safetensors"}})
+    assert "Running stage 'train_cad_vlm'" in run(["dvc", "repro", "train_cad_vlm"], clone).stdout
+    assert "didn't change" in run(["dvc", "repro", "train_cad_vlm"], clone).stdout  # same bytes: nothing reruns
+    shutil.copy(clone / "data/models/train_cad_vlm/final/raw/cad_vlm.safetensors", weights)  # the new weights
+    out = run(["dvc", "repro", "train_cad_vlm"], clone).stdout
+    assert "Running stage 'train_cad_vlm'" in out and "Running stage 'build_cad_conversations'" not in out
     assert (clone / "reports/train_cad_vlm/convergence.md").is_file()
