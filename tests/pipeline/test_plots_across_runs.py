@@ -1,10 +1,11 @@
 """The top-level `plots:` of dvc.yaml: `dvc plots show` renders every curve, `dvc plots diff` overlays two revisions."""
 import json
+import shutil
 
 import pytest
 import yaml
 
-from tests.helpers.workspace import REPO, run
+from tests.helpers.workspace import REPO, run, set_params
 
 pytestmark = pytest.mark.pipeline
 PLOTS = [next(iter(p)) for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]]
@@ -29,3 +30,9 @@ def test_every_top_level_plot_renders_and_two_revisions_overlay(clone):
     diff = plot_data(run(["dvc", "plots", "diff", "HEAD", "--json"], clone).stdout)["apt_generator_loss"]
     revs = {v["rev"] for v in diff[0]["content"]["data"]["values"]}
     assert revs == {"HEAD", "workspace"}
+
+    # the curves follow a trainer's tracker_dir (the plots interpolate it from params.yaml, not a literal path)
+    shutil.move(clone / "reports/train_apt/dvclive", clone / "reports/apt_elsewhere")
+    set_params(clone, {"train_apt": {"tracker_dir": "reports/apt_elsewhere"}})
+    moved = plot_data(run(["dvc", "plots", "show", "--json"], clone).stdout)["apt_generator_loss"]
+    assert len(moved[0]["content"]["data"]["values"]) >= 2
