@@ -52,12 +52,22 @@ def write_listing(root: str | Path, dst: str | Path) -> dict:
     """Write the listing of ``root`` to ``dst`` atomically (rewritten only when it changed, so its mtime stays
     for tools that look); return ``{"files", "bytes", "changed"}``."""
     rows = list(walk(root))
-    text = HEADER + "".join(f"{p}\t{s}\t{t}\n" for p, s, t in rows)
+    changed = _write_if_changed(dst, _table(rows))
+    return {"files": len(rows), "bytes": sum(max(s, 0) for _, s, _ in rows), "changed": changed}
+
+
+def _table(rows) -> str:
+    return HEADER + "".join(f"{p}\t{s}\t{t}\n" for p, s, t in rows)
+
+
+def _write_if_changed(dst: str | Path, text: str) -> bool:
+    """Write ``text`` to ``dst`` atomically unless it already holds it (its mtime then stays, for tools that
+    look); return whether it was written."""
     dst = Path(dst)
     changed = not dst.is_file() or dst.read_text() != text
     if changed:
         atomic_write_text(dst, text)
-    return {"files": len(rows), "bytes": sum(max(s, 0) for _, s, _ in rows), "changed": changed}
+    return changed
 
 
 def path_listing_text(path: str | Path | None) -> str:
@@ -69,17 +79,13 @@ def path_listing_text(path: str | Path | None) -> str:
     head = f"# path: {path}\n"
     p = Path(path)
     if p.is_dir():
-        return head + HEADER + "".join(f"{r}\t{s}\t{t}\n" for r, s, t in walk(p))
+        return head + _table(walk(p))
     if p.is_file():
         st = p.stat()
-        return head + HEADER + f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n"
+        return head + _table([(p.name, st.st_size, st.st_mtime_ns)])
     return head + "# missing\n"
 
 
 def write_path_listing(path: str | Path | None, dst: str | Path) -> bool:
     """Write :func:`path_listing_text` of ``path`` to ``dst`` when it changed; return whether it did."""
-    text, dst = path_listing_text(path), Path(dst)
-    changed = not dst.is_file() or dst.read_text() != text
-    if changed:
-        atomic_write_text(dst, text)
-    return changed
+    return _write_if_changed(dst, path_listing_text(path))

@@ -17,6 +17,7 @@ from pathlib import Path
 from lib.cli import run_stage, stage_parser
 from lib.config import read_params
 from lib.listing import write_path_listing
+from lib.summary import dig
 
 log = logging.getLogger("list_external")
 
@@ -38,21 +39,11 @@ EXTERNAL = (
 )
 
 
-def lookup(params: dict, dotted: str):
-    """The value at ``dotted`` in ``params``, or None where any part is missing."""
-    node = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def main() -> None:
     parser = stage_parser("list_external", __doc__)
     args = parser.parse_args()
     params = read_params(args.params)
-    changed = [key for key in EXTERNAL if write_path_listing(lookup(params, key), OUT / f"{key}.tsv")]
+    changed = [key for key in EXTERNAL if write_path_listing(dig(params, key), OUT / f"{key}.tsv")]
     log.info("%d external input(s) listed under %s; changed: %s", len(EXTERNAL), OUT, ", ".join(changed) or "none")
 
 

@@ -6,7 +6,8 @@ import os
 import yaml
 
 from lib.listing import path_listing_text, write_listing, write_path_listing
-from stages.list_external import EXTERNAL, lookup
+from lib.summary import dig
+from stages.list_external import EXTERNAL
 from tests.helpers.workspace import run_stage_module
 
 
@@ -44,7 +45,7 @@ def test_an_external_path_listing_covers_null_missing_file_and_folder(tmp_path):
 
 
 def test_list_external_writes_one_listing_per_key(tmp_path):
-    assert lookup({"a": {"b": {"c": 1}}}, "a.b.c") == 1 and lookup({"a": {}}, "a.b.c") is None
+    assert dig({"a": {"b": {"c": 1}}}, "a.b.c") == 1 and dig({"a": {}}, "a.b.c") is None
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "tokenizer.json").write_text("{}")
     params = {"build_cad_conversations": {"tokenizer": "tok"},
@@ -65,7 +66,7 @@ def test_every_external_key_is_a_dependency_of_the_stage_it_belongs_to():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for key in EXTERNAL:
         section, leaf = key.rsplit(".", 1)  # a real key (init_from: every trainer's, unset by default)
-        assert isinstance(lookup(params, section), dict) and (leaf in lookup(params, section) or leaf == "init_from")
+        assert isinstance(dig(params, section), dict) and (leaf in dig(params, section) or leaf == "init_from")
         listing = f"data/interim/listings/external/{key}.tsv"
         assert listing in stages[key.split(".")[0]]["deps"], key
         assert {listing: {"persist": True}} in stages["list_external"]["outs"], key
