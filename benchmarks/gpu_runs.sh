@@ -6,6 +6,8 @@
 #   wall clock (train_*.max_minutes) with a checkpoint and its final weights.
 #   usage: bash benchmarks/gpu_runs.sh OUT_DIR [MINUTES] [VAE_STEPS_256,512,1024]
 # BETWEEN='cmd' runs while the data is rendered, before the trainers take the GPU.
+# RUNS='vae' (or 'apt'): only that run (default 'apt vae'). Rerunning with the same OUT_DIR resumes: the data stages
+# skip what exists and each trainer resumes from its last checkpoint with a fresh MINUTES (a machine's call limit).
 # APT_OVERRIDES / VAE_OVERRIDES: more dotted.key=value pairs for benchmarks/gpu_params.py (a CPU smoke test).
 # Logs, timings, both eval reports (eval_apt/, eval_vae/) and the final metrics land in OUT_DIR. On a workstation
 # with DVC, the same params files work with `dvc exp run` (copy them over params.yaml).
@@ -32,14 +34,17 @@ chain() {  # chain NAME WORKERS STAGE...: one run_stages.py chain, its log and t
   $py benchmarks/run_stages.py --params "$out/$name.yaml" --jobs "$workers" --loader-workers "$workers" \
     --loader-backend pyav --timings "$out/${name}_$1.json" "$@" >>"$out/${name}_run.log" 2>&1
 }
-chain apt 4 synth_ssv2 ingest_ssv2 validate_ssv2 & a=$!
-chain vae 8 synth_ssv2 ingest_ssv2 validate_ssv2 & v=$!
+runs=" ${RUNS:-apt vae} "; a=""; v=""
+[[ $runs == *" apt "* ]] && { chain apt 4 synth_ssv2 ingest_ssv2 validate_ssv2 & a=$!; }
+[[ $runs == *" vae "* ]] && { chain vae 8 synth_ssv2 ingest_ssv2 validate_ssv2 & v=$!; }
 if [[ -n "${BETWEEN:-}" ]]; then eval "$BETWEEN"; fi
-wait $a || { echo "apt data chain failed: $out/apt_run.log"; tail -5 "$out/apt_run.log"; }
-wait $v || { echo "vae data chain failed: $out/vae_run.log"; tail -5 "$out/vae_run.log"; }
-chain apt 6 train_apt eval_apt & a=$!
-chain vae 8 train_curriculum eval_vae & v=$!
-wait $a; echo "apt chain exit $?"; wait $v; echo "vae chain exit $?"
+[[ -z $a ]] || wait $a || { echo "apt data chain failed: $out/apt_run.log"; tail -5 "$out/apt_run.log"; }
+[[ -z $v ]] || wait $v || { echo "vae data chain failed: $out/vae_run.log"; tail -5 "$out/vae_run.log"; }
+a=""; v=""
+[[ $runs == *" apt "* ]] && { chain apt 6 train_apt eval_apt & a=$!; }
+[[ $runs == *" vae "* ]] && { chain vae 8 train_curriculum eval_vae & v=$!; }
+[[ -z $a ]] || { wait $a; echo "apt chain exit $?"; }
+[[ -z $v ]] || { wait $v; echo "vae chain exit $?"; }
 for f in data/models/train_apt/final/metrics.json data/models/train_curriculum/final/metrics.json; do
   echo "== $f"; cat "$f" 2>/dev/null; echo
   cp "$f" "$out/$(basename "$(dirname "$(dirname "$f")")")_final_metrics.json" 2>/dev/null
