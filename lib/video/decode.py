@@ -7,10 +7,15 @@ CUDA build; beside the CPU torch here it fails to import, and ``read_frames`` sa
 
 All backends return the same array for the same indices (tests check it on the training copies). A path may
 run through a shard archive (``lib.archive``): the member's bytes are then handed to the backend in memory.
+
+decord 0.6 cannot copy out frames of some widths (VP9 48 or 72 px wide: "DECORDArrayCopyFromTo: The size must
+exactly match", its padded row size against ours); such a file is read with pyav instead, with one warning per
+process, so a small ``ingest_ssv2.short_side`` does not stop training.
 """
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -18,6 +23,8 @@ from typing import Literal, get_args
 import numpy as np
 
 from lib.archive import source
+
+log = logging.getLogger(__name__)
 
 Backend = Literal["decord", "pyav", "torchcodec"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -71,12 +78,26 @@ def _decord_reader(path: str | Path):
     return VideoReader(source(path), ctx=cpu(0), num_threads=1)
 
 
+_DECORD_SIZE_BUG = "DECORDArrayCopyFromTo"  # in decord's error when its padded frame size is not ours
+_warned_fallback = False
+
+
 def _read_decord(path: str | Path, uniq: np.ndarray) -> np.ndarray:
     vr = _decord_reader(path)
     n = len(vr)
     if uniq[-1] >= n:
         raise _out_of_range(path, int(uniq[-1]), n)
-    return vr.get_batch(uniq.tolist()).asnumpy()
+    try:
+        return vr.get_batch(uniq.tolist()).asnumpy()
+    except Exception as err:  # decord.DECORDError: only the frame-size bug falls back (module docstring)
+        if _DECORD_SIZE_BUG not in str(err):
+            raise
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        log.warning("%s: decord cannot copy out frames of this width; reading it and any like it with pyav "
+                    "(set the loader's backend to pyav to skip the attempt)", path)
+    return _read_pyav(path, uniq)
 
 
 # ---------------------------------------------------------------------------------------------- pyav

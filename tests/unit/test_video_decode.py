@@ -137,3 +137,21 @@ def test_decord_and_pyav_identical_on_training_copies():
             assert a.shape == (len(idx), row.height, row.width, 3)
             worst = max(worst, int(np.abs(a.astype(np.int16) - b).max()))
     assert worst == 0  # measured: bit-identical on all 96 copies
+
+
+def test_decord_frame_size_bug_falls_back_to_pyav(tmp_path, monkeypatch, caplog):
+    """decord 0.6 fails to copy out VP9 frames 72 px wide; read_frames then reads the file with pyav, warning once."""
+    path = tmp_path / "w72.webm"
+    write_video(path, moving_frames(8, 48, 72, seed=3), fps=12, settings=EncodeSettings())
+    from decord import VideoReader, cpu
+
+    with pytest.raises(Exception, match=decode._DECORD_SIZE_BUG):  # the bug this works around is still there
+        VideoReader(str(path), ctx=cpu(0)).get_batch([0]).asnumpy()
+    monkeypatch.setattr(decode, "_warned_fallback", False)
+    with caplog.at_level("WARNING", logger="lib.video.decode"):
+        got = read_frames(path, [5, 0, 5], "decord")
+        read_frames(path, [1], "decord")
+    np.testing.assert_array_equal(got, read_frames(path, [5, 0, 5], "pyav"))
+    assert [r.getMessage() for r in caplog.records if "decord cannot" in r.getMessage()] == [
+        f"{path}: decord cannot copy out frames of this width; reading it and any like it with pyav "
+        "(set the loader's backend to pyav to skip the attempt)"]
