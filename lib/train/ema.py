@@ -7,6 +7,12 @@ capped at ``samples_seen * rampup`` early in training, so the EMA does not drag 
 
 Parameters are averaged; buffers (BatchNorm statistics, counters) are copied from the module, as
 stylegan2-ada does: an average of running averages means little, and integer buffers cannot be averaged.
+
+Under FSDP2 (``fully_shard``; accelerate's FSDP with ``fsdp_version: 2``) a parameter is a DTensor holding this
+rank's shard, and so is its shadow: updates stay local, with no communication. :meth:`EMA.state_dict` gathers
+every shadow whole (a collective: every rank calls it, as accelerate's ``save_state`` does) so a checkpoint holds
+plain tensors and loads with ``weights_only=True`` under any sharding; :meth:`EMA.load_state_dict` cuts each
+whole tensor back into this rank's shard.
 """
 from __future__ import annotations
 
@@ -16,6 +22,16 @@ from typing import Any
 
 import torch
 from torch import nn
+
+try:
+    from torch.distributed.tensor import DTensor, distribute_tensor
+except ImportError:  # a torch built without torch.distributed: nothing can be sharded
+    DTensor = ()  # type: ignore[assignment,misc]  # isinstance(x, ()) is False
+
+
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """``t`` gathered from every rank when it is a DTensor (an FSDP2 shard), else ``t``."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def ema_beta(batch_images: int, half_life_images: float, samples_seen: int | None = None,
@@ -89,17 +105,19 @@ class EMA:
                         tensor.copy_(backup[name])
 
     def state_dict(self) -> dict[str, Any]:
-        """Return ``{"params": {...}, "buffers": {...}, "num_updates": int, ...}`` (tensors and numbers only)."""
+        """Return ``{"params": {...}, "buffers": {...}, "num_updates": int, ...}`` (tensors and numbers only;
+        sharded shadows gathered whole: under FSDP every rank must call it)."""
         return {
-            "params": dict(self.params),
-            "buffers": dict(self.buffers),
+            "params": {n: _whole(t) for n, t in self.params.items()},
+            "buffers": {n: _whole(t) for n, t in self.buffers.items()},
             "num_updates": self.num_updates,
             "half_life_images": self.half_life_images,
         }
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy a :meth:`state_dict` into the shadow tensors (keeping their device); names must match."""
+        """Copy a :meth:`state_dict` into the shadow tensors (keeping their device and, under FSDP, taking this
+        rank's shard of each whole tensor); names must match."""
         for kind in ("params", "buffers"):
             mine, theirs = getattr(self, kind), state[kind]
             missing, unexpected = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
@@ -107,7 +125,11 @@ class EMA:
                 raise KeyError(f"EMA state does not match the model: {kind} missing {missing[:10]}, "
                                f"unexpected {unexpected[:10]}; was it saved from a different model?")
             for name, tensor in theirs.items():
-                mine[name].copy_(tensor)
+                shadow = mine[name]
+                if isinstance(shadow, DTensor):
+                    whole = tensor.to(device=shadow.device, dtype=shadow.dtype)
+                    tensor = distribute_tensor(whole, shadow.device_mesh, shadow.placements)
+                shadow.copy_(tensor)
         self.num_updates = int(state["num_updates"])
 
 
