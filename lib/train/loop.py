@@ -107,6 +107,7 @@ from lib.train.ema import EMA
 from lib.train.guards import CollapseMonitor, NanGuard, TrainingCollapsed
 from lib.train.lora import InitFromError, apply_lora, has_lora, init_from, merge_lora
 from lib.train.schedule import make_scheduler, refresh_lr
+from lib.train.throughput import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ class Trainer:
         self.state = TrainState()
         self.step = 0  # the optimiser step being run (0-based); step_fn also receives it
         self.grad_norms: dict[str, float] = {}
+        self.throughput = Throughput(self.accelerator.device)  # run() starts a fresh one
         self._bad_loss = False  # a non-finite loss since the last optimizer_step (nan_policy: skip)
 
         # 1. weights: initial weights, then LoRA adapters (which freeze the base weights)
@@ -346,6 +348,7 @@ class Trainer:
                    disable=not (progress and acc.is_local_main_process), desc="train")
         self._deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
         self.stop_reason = self._stop_reason()
+        self.throughput = Throughput(acc.device)
         try:
             while self.stop_reason is None:
                 step = self.step = state.step
@@ -361,25 +364,27 @@ class Trainer:
                 for name, ema in self.emas.items():
                     ema.update(self.unwrap(name), images_per_step, state.samples_seen)
                 state.step, state.samples_seen = step + 1, state.samples_seen + images_per_step
+                self.throughput.step_done(images_per_step)
                 bar.update(1)
                 # log (train every log_every, validation every val_every), then curriculum / early stopping
                 train_due = state.step % cfg.log_every == 0 or state.step == cfg.steps
                 val_due = self.validate_fn is not None and (state.step % self.val_every == 0
                                                             or state.step == cfg.steps)
-                means = self._window_means(window) if train_due else {}
-                val = self._validate() if val_due else {}
-                window = {} if train_due else window
-                self.stop_reason = self._observe({**means, **val})  # may start a phase: new LR, new data
-                if self.stop_reason is not None and window:  # ended between logs: log the last steps too
-                    means, window, train_due = self._window_means(window), {}, True
-                # LRs are those of the next step, so after a phase change they show its warm-up
-                logged = {**means, **self._trainer_metrics(), **val} if train_due else val
-                if logged:
-                    self._publish(logged, train=train_due)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(logged.items())[:4]})
-                # checkpoint
-                if state.step % cfg.checkpoint_every == 0 or self.stop_reason is not None:
-                    save_checkpoint(acc, self.out_dir, state, cfg.keep_checkpoints)
+                with self.throughput.excluded():
+                    means = self._window_means(window) if train_due else {}
+                    val = self._validate() if val_due else {}
+                    window = {} if train_due else window
+                    self.stop_reason = self._observe({**means, **val})  # may start a phase: new LR, new data
+                    if self.stop_reason is not None and window:  # ended between logs: log the last steps too
+                        means, window, train_due = self._window_means(window), {}, True
+                    # LRs are those of the next step, so after a phase change they show its warm-up
+                    logged = {**means, **self._trainer_metrics(), **val} if train_due else val
+                    if logged:
+                        self._publish(logged, train=train_due)
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(logged.items())[:4]})
+                    # checkpoint
+                    if state.step % cfg.checkpoint_every == 0 or self.stop_reason is not None:
+                        save_checkpoint(acc, self.out_dir, state, cfg.keep_checkpoints)
             if self.stop_reason != "steps":
                 log.info("run ended at step %d: %s", state.step, self.stop_reason)
             self._write_final()
@@ -568,8 +573,9 @@ class Trainer:
 
     def _write_final(self) -> None:
         """Write ``final/raw/<name>.safetensors`` (trained models), ``final/ema/<name>.safetensors``,
-        ``final/metrics.json`` (with ``stop_reason``, ``stopped_early``), ``final/config.json`` and, with a
-        curriculum, ``final/curriculum.json`` (phases run), atomically (temp dir + rename).
+        ``final/metrics.json`` (with ``stop_reason``, ``stopped_early``), ``final/config.json``,
+        ``final/throughput.json`` (:class:`~lib.train.throughput.Throughput` of this invocation: samples/s, peak
+        GiB) and, with a curriculum, ``final/curriculum.json`` (phases run), atomically (temp dir + rename).
 
         LoRA models are exported merged (plain keys), so the next run can ``init_from`` them.
         """
@@ -599,6 +605,11 @@ class Trainer:
                                                      "stopped_early": reason == "early_stopping"})
             if self.curriculum is not None:
                 atomic_write_json(tmp / "curriculum.json", self.curriculum.state_dict())
+            speed = {**self.throughput.summary(), "processes": acc.num_processes, "device": str(acc.device)}
+            atomic_write_json(tmp / "throughput.json", speed)
+            if speed["samples_per_s"] is not None:
+                log.info("throughput: %.3g samples/s over %d steps of this invocation (%d processes)",
+                         speed["samples_per_s"], speed["timed_steps"], acc.num_processes)
             atomic_write_json(tmp / "config.json", to_dict(self.cfg))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
