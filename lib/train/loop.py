@@ -192,7 +192,6 @@ class Trainer:
         self.state = TrainState()
         self.step = 0  # the optimiser step being run (0-based); step_fn also receives it
         self.grad_norms: dict[str, float] = {}
-        self.throughput = Throughput(self.accelerator.device)  # run() starts a fresh one
         self._bad_loss = False  # a non-finite loss since the last optimizer_step (nan_policy: skip)
 
         # 1. weights: initial weights, then LoRA adapters (which freeze the base weights)
@@ -370,7 +369,8 @@ class Trainer:
                 train_due = state.step % cfg.log_every == 0 or state.step == cfg.steps
                 val_due = self.validate_fn is not None and (state.step % self.val_every == 0
                                                             or state.step == cfg.steps)
-                with self.throughput.excluded():
+                ckpt_due = state.step % cfg.checkpoint_every == 0
+                with self.throughput.excluded(when=train_due or val_due or ckpt_due):
                     means = self._window_means(window) if train_due else {}
                     val = self._validate() if val_due else {}
                     window = {} if train_due else window
@@ -383,7 +383,7 @@ class Trainer:
                         self._publish(logged, train=train_due)
                         bar.set_postfix({k: f"{v:.4g}" for k, v in list(logged.items())[:4]})
                     # checkpoint
-                    if state.step % cfg.checkpoint_every == 0 or self.stop_reason is not None:
+                    if ckpt_due or self.stop_reason is not None:
                         save_checkpoint(acc, self.out_dir, state, cfg.keep_checkpoints)
             if self.stop_reason != "steps":
                 log.info("run ended at step %d: %s", state.step, self.stop_reason)

@@ -40,9 +40,10 @@ class Throughput:
             self.samples += samples
 
     @contextlib.contextmanager
-    def excluded(self) -> Iterator[None]:
-        """Time spent inside is not training time (validation, checkpoints, logging)."""
-        if self._t0 is None:
+    def excluded(self, when: bool = True) -> Iterator[None]:
+        """Time spent inside is not training time (validation, checkpoints, logging). ``when=False`` (a step
+        with nothing to log or save) makes it a no-op: no GPU sync on an ordinary step."""
+        if self._t0 is None or not when:
             yield
             return
         t = self._now()

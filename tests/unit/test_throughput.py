@@ -24,6 +24,15 @@ def test_warmup_steps_and_excluded_time_are_not_counted():
     assert s["samples_per_s"] == pytest.approx(32 / s["seconds"])
 
 
+def test_excluded_when_false_is_training_time():
+    tp = Throughput(torch.device("cpu"), warmup_steps=1)
+    tp.step_done(2)
+    with tp.excluded(when=False):  # an ordinary step: nothing to log or save, so nothing is taken out
+        time.sleep(0.05)
+    tp.step_done(2)
+    assert tp.summary()["seconds"] >= 0.05
+
+
 def test_a_run_no_longer_than_the_warmup_has_no_figure():
     tp = Throughput(torch.device("cpu"), warmup_steps=2)
     with tp.excluded():  # before the clock starts: nothing to take out
