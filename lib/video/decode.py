@@ -9,8 +9,9 @@ All backends return the same array for the same indices (tests check it on the t
 run through a shard archive (``lib.archive``): the member's bytes are then handed to the backend in memory.
 
 decord 0.6 cannot copy out frames of some widths (VP9 48 or 72 px wide: "DECORDArrayCopyFromTo: The size must
-exactly match", its padded row size against ours); such a file is read with pyav instead, with one warning per
-process, so a small ``ingest_ssv2.short_side`` does not stop training.
+exactly match", its padded row size against ours); such a file is read with pyav instead, then and on every later
+read in the process (decord is not tried again on it), with one warning per process, so a small
+``ingest_ssv2.short_side`` does not stop training.
 """
 from __future__ import annotations
 
@@ -79,10 +80,12 @@ def _decord_reader(path: str | Path):
 
 
 _DECORD_SIZE_BUG = "DECORDArrayCopyFromTo"  # in decord's error when its padded frame size is not ours
-_warned_fallback = False
+_pyav_only: set[str] = set()  # files decord failed on in this process: read with pyav from then on
 
 
 def _read_decord(path: str | Path, uniq: np.ndarray) -> np.ndarray:
+    if str(path) in _pyav_only:
+        return _read_pyav(path, uniq)
     vr = _decord_reader(path)
     n = len(vr)
     if uniq[-1] >= n:
@@ -92,11 +95,10 @@ def _read_decord(path: str | Path, uniq: np.ndarray) -> np.ndarray:
     except Exception as err:  # decord.DECORDError: only the frame-size bug falls back (module docstring)
         if _DECORD_SIZE_BUG not in str(err):
             raise
-    global _warned_fallback
-    if not _warned_fallback:
-        _warned_fallback = True
+    if not _pyav_only:
         log.warning("%s: decord cannot copy out frames of this width; reading it and any like it with pyav "
                     "(set the loader's backend to pyav to skip the attempt)", path)
+    _pyav_only.add(str(path))
     return _read_pyav(path, uniq)
 
 
