@@ -38,6 +38,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.device_name import gpu_names  # noqa: E402
+
 TRAINERS = {"apt": "train_apt", "curriculum": "train_curriculum"}
 CONFIGS = {"ddp": ROOT / "profiles/accelerate/ddp.yaml", "fsdp": ROOT / "profiles/accelerate/fsdp_curriculum.yaml"}
 
@@ -87,11 +90,8 @@ def device_name(cpu: bool) -> str:
         import platform
 
         return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), gloo"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA device"
-    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    names = gpu_names()
+    return f"{len(names)} x {names[0]}" if names else "no GPU found by nvidia-smi"
 
 
 def render_md(result: dict[str, Any]) -> str:
@@ -155,16 +155,17 @@ def main() -> int:
                 row: dict[str, Any] = {"trainer": section, "strategy": "single" if n == 1 else strategy, "n": n,
                                        "samples_per_s": None, "efficiency": None, "peak_gib": None,
                                        "loader_workers": workers}
+                log = work / f"{name}.log"  # the run's output, kept for every run
                 try:
-                    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-                                          timeout=args.timeout)
+                    with log.open("w") as fh:
+                        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=fh,
+                                              stderr=subprocess.STDOUT, timeout=args.timeout)
                     if proc.returncode != 0:
-                        raise RuntimeError(f"exit {proc.returncode}: " + (proc.stderr.strip().splitlines() or [""])[-1])
+                        raise RuntimeError(f"exit {proc.returncode}; see {log}")
                     speed = json.loads((work / name / "final/throughput.json").read_text())
                     row.update(samples_per_s=speed["samples_per_s"], peak_gib=speed["peak_gib"])
                 except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
                     row["error"] = str(err)[:300]
-                    (work / f"{name}.log").write_text(getattr(err, "stderr", "") or "")
                 if n == 1:
                     base = row["samples_per_s"]
                 row["efficiency"] = efficiency(row["samples_per_s"], n, base)
