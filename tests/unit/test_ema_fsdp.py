@@ -77,7 +77,9 @@ WORKER = textwrap.dedent('''
     if rank == 0:  # full state dicts land on rank 0 only
         result["export_vs_ref"] = diff(exported, ref_ema)
         result["restored_vs_ref_model"] = diff(after, ref.state_dict())
-    print(f"RESULT{rank} " + json.dumps(result), flush=True)
+    # a file per rank: the two ranks' stdout can interleave on one line under torchrun
+    with open(f"{sys.argv[1]}/result_{rank}.json", "w") as f:
+        json.dump(result, f)
     dist.destroy_process_group()
 ''')
 
@@ -89,7 +91,7 @@ def test_ema_of_a_sharded_model_equals_the_unsharded_one_saves_whole_and_exports
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {line[6]: json.loads(line[8:]) for line in proc.stdout.splitlines() if line.startswith("RESULT")}
+    results = {str(rank): json.loads((tmp_path / f"result_{rank}.json").read_text()) for rank in range(2)}
     assert set(results) == {"0", "1"}, proc.stdout
     for r in results.values():
         assert r["shadow_sharded"] and r["local_rows"] == 5  # 10 rows of Linear(6, 10): half on each rank
