@@ -8,6 +8,14 @@ halves H, W while ``i < log2 sc``, so time is compressed in the first, widest-re
 
 (CConv = :class:`CausalConv3d`, kernel 3.)
 
+``shortcuts`` adds DC-AE's residual autoencoding (Chen et al., "Deep Compression Autoencoder", 2024) on every
+resolution change: Down adds its input rearranged time/space-to-channel and averaged to its width, Up adds its
+input repeated and rearranged channel-to-space, the latent mean adds the trunk averaged to ``latent_channels`` and
+the decoder's first conv adds the latent repeated to the trunk width. The shortcuts have no parameters, so the
+layers learn a residual over a fixed down/up-sampling instead of the whole mapping, which trains faster at high
+compression (``reports/benchmarks/vae_shortcuts.md``). They respect the time rule: a Down shortcut reads only its
+aligned frame group, an Up shortcut gives frame ``t`` from latent ``t // ft``.
+
 By default every level has the same width ``channels``: that keeps the default at a few hundred k parameters,
 which is what 2 CPU cores can train in minutes. ``level_channels`` narrows the full-resolution levels, where
 nearly all activation memory is at 1024 px (the GPU preset), and keeps the width where the maps are small.
@@ -81,6 +89,32 @@ def _frames_per_call(x: torch.Tensor, out_channels: int, extra_in: int = 0, stri
     return max(1, min(n_in // stride_t, (MAX_KERNEL_ELEMENTS - 1) // per_out))
 
 
+def space_to_channel(x: torch.Tensor, ft: int, fs: int) -> torch.Tensor:
+    """``[B, C, T, H, W] -> [B, C*ft*fs*fs, T/ft, H/fs, W/fs]``: each ``ft x fs x fs`` block's values become
+    channels, channel ``c`` first, then time, row, column offset (pixel-unshuffle in 3-D)."""
+    B, C, T, H, W = x.shape
+    x = x.reshape(B, C, T // ft, ft, H // fs, fs, W // fs, fs)
+    return x.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(B, C * ft * fs * fs, T // ft, H // fs, W // fs)
+
+
+def channel_to_space(x: torch.Tensor, ft: int, fs: int) -> torch.Tensor:
+    """The inverse of :func:`space_to_channel`: ``[B, C*ft*fs*fs, T, H, W] -> [B, C, T*ft, H*fs, W*fs]``."""
+    B, C, T, H, W = x.shape
+    c = C // (ft * fs * fs)
+    x = x.reshape(B, c, ft, fs, fs, T, H, W)
+    return x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(B, c, T * ft, H * fs, W * fs)
+
+
+def average_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Mean of each group of ``C / channels`` consecutive channels: ``[B, C, ...] -> [B, channels, ...]``."""
+    return x.unflatten(1, (channels, x.shape[1] // channels)).mean(2)
+
+
+def repeat_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Each channel repeated ``channels / C`` times in place: ``[B, C, ...] -> [B, channels, ...]``."""
+    return x.repeat_interleave(channels // x.shape[1], dim=1)
+
+
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Return ``mean + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``, so the sample is differentiable in both.
@@ -113,9 +147,23 @@ class VideoVAEConfig(Checked):
     # between forward and backward only a level's input is kept, not its layers' full-resolution inputs (the
     # floor of memory at 1024 px); each such level's forward runs once more. Exact. 0: layers only
     checkpoint_levels: Annotated[int, Ge(0)] = 0
+    # DC-AE's parameter-free shortcuts around every Down/Up and the latent (module docstring); changes what the
+    # weights mean, not their shapes. Needs each level's width x its block size divisible by the next level's,
+    # and channels divisible by latent_channels.
+    shortcuts: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.shortcuts:
+            w = self.widths
+            for i, (ft, fs) in enumerate(self.levels):
+                if (w[i] * ft * fs * fs) % w[i + 1]:
+                    raise ValueError(f"shortcuts: level {i} is {w[i]} wide with a {ft}x{fs}x{fs} block, so its "
+                                     f"{w[i] * ft * fs * fs} rearranged channels do not average to the next "
+                                     f"width {w[i + 1]}; choose level_channels that divide, or shortcuts: false")
+            if self.channels % self.latent_channels:
+                raise ValueError(f"shortcuts: channels {self.channels} is not a multiple of latent_channels "
+                                 f"{self.latent_channels}; choose ones that divide, or shortcuts: false")
         if self.checkpoint_levels > len(self.levels):
             raise ValueError(f"checkpoint_levels: {self.checkpoint_levels} is more than the {len(self.levels)} "
                              f"levels (temporal_compression={self.temporal_compression}, spatial_compression="
@@ -143,7 +191,7 @@ class VideoVAEConfig(Checked):
 # ResBlocks and heads recomputed 8 frames at a time (see benchmarks/estimate_vae_memory.py for what each buys).
 GPU_PRESET = VideoVAEConfig(channels=128, latent_channels=16, temporal_compression=4, spatial_compression=8,
                             blocks=2, gradient_checkpointing=True, level_channels=(64, 128, 128),
-                            checkpoint_chunk_frames=8)
+                            checkpoint_chunk_frames=8, shortcuts=True)
 
 
 def latent_shape(cfg: VideoVAEConfig, T: int, H: int, W: int) -> tuple[int, int, int, int]:
@@ -262,17 +310,22 @@ class Down(nn.Module):
     Needs T divisible by ``ft`` (the encoder pads the clip once, up front) and even H, W when ``fs == 2``.
     """
 
-    def __init__(self, channels: int, ft: int, fs: int, out_channels: int | None = None) -> None:
+    def __init__(self, channels: int, ft: int, fs: int, out_channels: int | None = None,
+                 shortcut: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv3d(channels, out_channels or channels, (ft, 3, 3), stride=(ft, fs, fs), padding=(0, 1, 1))
+        self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ft = self.conv.stride[0]
+        ft, fs = self.conv.stride[0], self.conv.stride[1]
         n = _frames_per_call(x, self.conv.out_channels, stride_t=ft)
         if x.shape[2] <= n * ft:
-            return self.conv(x)
-        # output frame j reads input frames [j*ft, (j+1)*ft) only: chunks of whole groups are exact
-        return torch.cat([self.conv(x[:, :, t0:t0 + n * ft]) for t0 in range(0, x.shape[2], n * ft)], dim=2)
+            y = self.conv(x)
+        else:  # output frame j reads input frames [j*ft, (j+1)*ft) only: chunks of whole groups are exact
+            y = torch.cat([self.conv(x[:, :, t0:t0 + n * ft]) for t0 in range(0, x.shape[2], n * ft)], dim=2)
+        if self.shortcut:
+            y = y + average_channels(space_to_channel(x, ft, fs), self.conv.out_channels)
+        return y
 
 
 def upsample_nearest(x: torch.Tensor, factors: tuple[int, int, int]) -> torch.Tensor:
@@ -291,17 +344,21 @@ class Up(nn.Module):
     high-resolution tensor the conv keeps for backward) has the narrow width, not the wide one.
     """
 
-    def __init__(self, channels: int, ft: int, fs: int, out_channels: int | None = None) -> None:
+    def __init__(self, channels: int, ft: int, fs: int, out_channels: int | None = None,
+                 shortcut: bool = False) -> None:
         super().__init__()
         out = out_channels or channels
         self.factors = (ft, fs, fs)
         self.proj = nn.Conv3d(channels, out, 1) if out != channels else None
         self.conv = CausalConv3d(out, out)
+        self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.proj is not None:
-            x = self.proj(x)
-        return self.conv(upsample_nearest(x, self.factors))
+        y = self.conv(upsample_nearest(self.proj(x) if self.proj is not None else x, self.factors))
+        if self.shortcut:
+            ft, fs, _ = self.factors
+            y = y + channel_to_space(repeat_channels(x, self.conv.conv.out_channels * ft * fs * fs), ft, fs)
+        return y
 
 
 class VideoVAE(nn.Module):
@@ -314,7 +371,7 @@ class VideoVAE(nn.Module):
         levels = config.levels
         self.enc_in = CausalConv3d(config.in_channels, w[0])
         self.enc_levels = nn.ModuleList(
-            nn.ModuleList([*(ResBlock(w[i]) for _ in range(n)), Down(w[i], ft, fs, w[i + 1])])
+            nn.ModuleList([*(ResBlock(w[i]) for _ in range(n)), Down(w[i], ft, fs, w[i + 1], config.shortcuts)])
             for i, (ft, fs) in enumerate(levels))
         self.enc_mid = nn.ModuleList(ResBlock(c) for _ in range(n))
         self.enc_norm = FrameGroupNorm(_groups(c), c)
@@ -323,7 +380,7 @@ class VideoVAE(nn.Module):
         self.dec_in = CausalConv3d(config.latent_channels, c)
         self.dec_mid = nn.ModuleList(ResBlock(c) for _ in range(n))
         self.dec_levels = nn.ModuleList(
-            nn.ModuleList([Up(w[i + 1], ft, fs, w[i]), *(ResBlock(w[i]) for _ in range(n))])
+            nn.ModuleList([Up(w[i + 1], ft, fs, w[i], config.shortcuts), *(ResBlock(w[i]) for _ in range(n))])
             for i, (ft, fs) in reversed(list(enumerate(levels))))
         self.dec_norm = FrameGroupNorm(_groups(w[0]), w[0])
         self.dec_out = CausalConv3d(w[0], config.in_channels)
@@ -379,7 +436,11 @@ class VideoVAE(nn.Module):
         return None
 
     def _enc_head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.enc_out(F.silu(self.enc_norm(h)))
+        moments = self.enc_out(F.silu(self.enc_norm(h)))
+        if not self.config.shortcuts:
+            return moments
+        latent = self.config.latent_channels  # the shortcut feeds the mean only; logvar stays the conv's
+        return torch.cat([moments[:, :latent] + average_channels(h, latent), moments[:, latent:]], dim=1)
 
     def _dec_head(self, h: torch.Tensor) -> torch.Tensor:
         return self.dec_out(F.silu(self.dec_norm(h)))
@@ -424,6 +485,8 @@ class VideoVAE(nn.Module):
                              f"with temporal_compression={cfg.temporal_compression}; "
                              f"expected {full - cfg.temporal_compression + 1}..{full}")
         h = self.dec_in(z)
+        if cfg.shortcuts:
+            h = h + repeat_channels(z, cfg.channels)
         for block in self.dec_mid:
             h = self._run(block, h)
         levels, segments = len(self.dec_levels), self._segments()

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lib.losses.vae import VideoVAELoss, VideoVAELossWeights
 from lib.models import video_vae
@@ -78,9 +79,10 @@ def test_causal_conv_sees_only_the_past():
         assert (y2[:, :, t] - y[:, :, t]).abs().max() > 1e-3  # frame t does see frame t
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("tc,T", [(2, 8), (4, 8), (2, 7), (4, 10)])
-def test_encoder_and_reconstruction_are_causal(tc, T):
-    model = _tiny(temporal_compression=tc, spatial_compression=2).eval()
+def test_encoder_and_reconstruction_are_causal(tc, T, shortcuts):
+    model = _tiny(temporal_compression=tc, spatial_compression=2, shortcuts=shortcuts).eval()
     x = _video(1, 3, T, 8, 8)
     n_lat = math.ceil(T / tc)
     with torch.no_grad():
@@ -97,8 +99,9 @@ def test_encoder_and_reconstruction_are_causal(tc, T):
             assert (x_hat2[:, :, k * tc] - x_hat[:, :, k * tc]).abs().max() > 1e-4
 
 
-def test_decoder_is_causal_in_latent_frames():
-    model = _tiny(temporal_compression=4, spatial_compression=2).eval()
+@pytest.mark.parametrize("shortcuts", [False, True])
+def test_decoder_is_causal_in_latent_frames(shortcuts):
+    model = _tiny(temporal_compression=4, spatial_compression=2, shortcuts=shortcuts).eval()
     torch.manual_seed(3)
     z = torch.randn(1, 4, 3, 4, 4)
     z2 = z.clone()
@@ -179,13 +182,14 @@ def test_checkpointing_in_time_chunks_gives_the_plain_gradient(chunk):
     assert_same_training_step(plain, chunked, _video(2, 3, 7, 8, 8))
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("levels", [1, 2])
-def test_whole_level_checkpointing_gives_the_plain_gradient(levels):
+def test_whole_level_checkpointing_gives_the_plain_gradient(levels, shortcuts):
     """checkpoint_levels: the first encoder levels (with the input conv) and the last decoder levels (with the head)
     as whole checkpointed segments, layers checkpointed inside, time chunks too: the outputs and gradients of the
     model without any checkpointing; only training with gradients uses it."""
     cfg = VideoVAEConfig(channels=8, latent_channels=4, temporal_compression=4, spatial_compression=4, blocks=1,
-                         level_channels=(4, 8))
+                         level_channels=(4, 8), shortcuts=shortcuts)
     plain = VideoVAE(cfg).train()
     ckpt = VideoVAE(dataclasses.replace(cfg, gradient_checkpointing=True, checkpoint_chunk_frames=3,
                                         checkpoint_levels=levels)).train()
@@ -197,15 +201,16 @@ def test_whole_level_checkpointing_gives_the_plain_gradient(levels):
     assert ckpt.eval()._segments() == 0
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("limit", [1, 800, 2_000])
-def test_convolutions_split_in_time_below_the_32_bit_limit_give_the_same_step(monkeypatch, limit):
+def test_convolutions_split_in_time_below_the_32_bit_limit_give_the_same_step(monkeypatch, limit, shortcuts):
     """With the per-call element limit lowered (1: one output frame per call; 800/2,000: a few frames), every
     causal conv, Down and the padding run in time chunks, each reading its own look-back: the same outputs and
     gradients as one call each, with checkpointing and whole-level segments too; and no conv call ever gets a
     sample of the limit's size or more (what cuDNN refuses at 1024 px, 49 frames, 64 channels)."""
     cfg = VideoVAEConfig(channels=8, latent_channels=4, temporal_compression=4, spatial_compression=4, blocks=1,
                          level_channels=(4, 8), gradient_checkpointing=True, checkpoint_chunk_frames=3,
-                         checkpoint_levels=1)
+                         checkpoint_levels=1, shortcuts=shortcuts)
     x = _video(2, 3, 9, 8, 8)
     plain = VideoVAE(cfg).train()
     split = VideoVAE(cfg).train()
@@ -223,6 +228,45 @@ def test_convolutions_split_in_time_below_the_32_bit_limit_give_the_same_step(mo
     if limit > 1:  # a single frame may exceed a limit of 1; the chunks must stay under the others
         assert max(largest) < limit
     assert len(largest) > 2 * sum(isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 1 for m in split.modules())
+
+
+def test_space_to_channel_is_pixel_unshuffle_per_frame_and_channel_to_space_inverts_it():
+    x = _video(2, 3, 4, 8, 12)
+    per_frame = F.pixel_unshuffle(x.transpose(1, 2).reshape(8, 3, 8, 12), 2).reshape(2, 4, 12, 4, 6).transpose(1, 2)
+    torch.testing.assert_close(video_vae.space_to_channel(x, 1, 2), per_frame, rtol=0, atol=0)
+    z = video_vae.space_to_channel(x, 2, 2)
+    assert z.shape == (2, 24, 2, 4, 6)
+    # channel c*8 + t*4 + row*2 + col holds input channel c at that offset in each 2x2x2 block
+    torch.testing.assert_close(z[:, 8 + 4 + 1], x[:, 1, 1::2, 0::2, 1::2], rtol=0, atol=0)
+    torch.testing.assert_close(video_vae.channel_to_space(z, 2, 2), x, rtol=0, atol=0)
+
+
+def test_shortcut_down_then_up_alone_is_the_block_mean():
+    """What the shortcuts pass with every layer's own output at zero: Down's averages each channel over its
+    aligned 2x2x2 block (avg_pool3d), Up's copies the value back over the block (nearest)."""
+    x = _video(1, 4, 4, 8, 8)
+    down = video_vae.average_channels(video_vae.space_to_channel(x, 2, 2), 4)
+    torch.testing.assert_close(down, F.avg_pool3d(x, 2), rtol=0, atol=1e-6)
+    up = video_vae.channel_to_space(video_vae.repeat_channels(down, 4 * 8), 2, 2)
+    torch.testing.assert_close(up, video_vae.upsample_nearest(down, (2, 2, 2)), rtol=0, atol=0)
+
+
+def test_shortcuts_add_no_parameters_but_change_the_mapping():
+    plain, short = _tiny(), _tiny(shortcuts=True)
+    short.load_state_dict(plain.state_dict())  # the same weights, strict keys
+    x = _video(1, 3, 4, 8, 8)
+    with torch.no_grad():
+        assert (plain(x, sample=False)[0] - short(x, sample=False)[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"channels": 8, "latent_channels": 3}, "channels 8 is not a multiple of latent_channels 3"),
+    ({"channels": 8, "level_channels": (3,), "spatial_compression": 2, "temporal_compression": 1},
+     "level 0 is 3 wide"),
+])
+def test_shortcuts_with_widths_that_do_not_divide_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        VideoVAEConfig(shortcuts=True, **kw)
 
 
 def test_repeat_frames_and_upsample_nearest_equal_torch_pad_and_interpolate():

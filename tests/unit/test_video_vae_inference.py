@@ -22,9 +22,10 @@ from lib.models.video_vae_inference import (
 ATOL = 1e-5
 
 
-def _tiny(tc: int = 4, sc: int = 4, seed: int = 0) -> VideoVAE:
+def _tiny(tc: int = 4, sc: int = 4, seed: int = 0, shortcuts: bool = False) -> VideoVAE:
     torch.manual_seed(seed)
-    cfg = VideoVAEConfig(channels=8, latent_channels=4, temporal_compression=tc, spatial_compression=sc, blocks=1)
+    cfg = VideoVAEConfig(channels=8, latent_channels=4, temporal_compression=tc, spatial_compression=sc, blocks=1,
+                         shortcuts=shortcuts)
     return VideoVAE(cfg).eval()
 
 
@@ -37,9 +38,10 @@ def _convs(model: VideoVAE) -> list[CausalConv3d]:
     return [m for m in model.modules() if isinstance(m, CausalConv3d)]
 
 
+@pytest.mark.parametrize("shortcuts", [False, True])
 @pytest.mark.parametrize("tc", [1, 2, 4])
-def test_chunked_encode_and_decode_equal_full(tc):
-    model, x = _tiny(tc), _video(2, 3, 13, 16, 16)  # 13 frames: not a multiple of 2 or 4
+def test_chunked_encode_and_decode_equal_full(tc, shortcuts):
+    model, x = _tiny(tc, shortcuts=shortcuts), _video(2, 3, 13, 16, 16)  # 13 frames: not a multiple of 2 or 4
     with torch.no_grad():
         mean, logvar = model.encode(x)
         full = model.decode(mean, num_frames=13)
