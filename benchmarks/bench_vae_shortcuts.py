@@ -38,6 +38,7 @@ from lib.eval.video_vae import baseline_size, bicubic_codec  # noqa: E402
 from lib.losses.vae import VideoVAELoss, VideoVAELossWeights  # noqa: E402
 from lib.models.video_vae import VideoVAE, VideoVAEConfig  # noqa: E402
 from lib.train.video_vae import square_resize_crop, validation_clips  # noqa: E402
+from lib.video.degrade import to_unit  # noqa: E402
 
 MANIFEST = ROOT / "data/interim/ssv2/manifest.parquet"
 CONFIG = VideoVAEConfig(channels=16, latent_channels=4, temporal_compression=2, spatial_compression=4, blocks=1)
@@ -51,16 +52,12 @@ def clip_pool(manifest: Path, count: int, res: int, frames: int, seed: int = 0) 
                         for k in range(count)])
 
 
-def unit(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(-1, 1) + 1) / 2
-
-
 def held_out_psnr(model: VideoVAE, clips: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
         out = torch.cat([model(clips[i:i + 2], sample=False)[0] for i in range(0, len(clips), 2)])
     model.train()
-    return float(psnr(unit(out), unit(clips)).mean())
+    return float(psnr(to_unit(out.clamp(-1, 1)), to_unit(clips)).mean())
 
 
 def train(cfg: VideoVAEConfig, state: dict, pool: torch.Tensor, val: torch.Tensor, args) -> list[dict]:
@@ -135,7 +132,7 @@ def main() -> None:
     val = validation_clips(args.manifest, args.res, args.frames, 2, 8)
     print(f"{len(pool)} training clips, {len(val)} held out ({time.perf_counter() - t0:.0f} s)", flush=True)
     side = baseline_size(args.res, CONFIG, equal_values=True)
-    bicubic = float(psnr(unit(bicubic_codec(val, side, CONFIG.temporal_compression)), unit(val)).mean())
+    bicubic = float(psnr(to_unit(bicubic_codec(val, side, CONFIG.temporal_compression)), to_unit(val)).mean())
     state = VideoVAE(CONFIG).state_dict()
     runs = []
     for shortcuts in (False, True):

@@ -8,6 +8,7 @@ from pathlib import Path
 from lib.eval.apt import psnr
 from lib.eval.video_vae import bicubic_codec
 from lib.train.video_vae import validation_clips
+from lib.video.degrade import to_unit
 from tests.helpers.ssv2_data import write_clip_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +29,7 @@ def test_both_variants_train_side_by_side_and_the_baseline_is_eval_vaes(tmp_path
     # the two variants differ (the shortcuts change the mapping), from the same start
     assert report["runs"][0]["history"][0]["psnr"] != report["runs"][1]["history"][0]["psnr"]
     val = validation_clips(manifest, 32, 4, 2, 8)
-    unit = lambda t: (t.clamp(-1, 1) + 1) / 2  # noqa: E731
-    expected = float(psnr(unit(bicubic_codec(val, report["bicubic_side"], 2)), unit(val)).mean())
+    expected = float(psnr(to_unit(bicubic_codec(val, report["bicubic_side"], 2)), to_unit(val)).mean())
     assert report["bicubic_side"] == 9  # round(32 / 4 * sqrt(4 / 3)): equal values with the 4-channel latent
     assert abs(report["bicubic_psnr"] - expected) < 1e-6
     md = (out / "vae_shortcuts.md").read_text()
