@@ -40,6 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.device_name import gpu_names  # noqa: E402
+from lib.data.video_dataset import load_stable_config  # noqa: E402
 
 TRAINERS = {"apt": "train_apt", "curriculum": "train_curriculum"}
 CONFIGS = {"ddp": ROOT / "profiles/accelerate/ddp.yaml", "fsdp": ROOT / "profiles/accelerate/fsdp_curriculum.yaml"}
@@ -140,7 +141,7 @@ def main() -> int:
         params = yaml.safe_load(params_path.read_text())
         stable = Path(((params.get("bench_loader") or {}).get("out")) or "data/loader") / "stable.json"
         stable = stable if stable.is_absolute() else ROOT / stable
-        workers = json.loads(stable.read_text())["num_workers"] if stable.is_file() else None
+        workers = load_stable_config(stable, default={}).get("num_workers")
         strategies = ["ddp"] + (["fsdp"] if args.fsdp and trainer == "curriculum" else [])
         base = None
         for strategy in strategies:
