@@ -8,6 +8,7 @@
 # BETWEEN='cmd' runs while the data is rendered, before the trainers take the GPU.
 # RUNS='vae' (or 'apt'): only that run (default 'apt vae'). Rerunning with the same OUT_DIR resumes: the data stages
 # skip what exists and each trainer resumes from its last checkpoint with a fresh MINUTES (a machine's call limit).
+# TRAIN_ONLY=1: stop after the trainers (a run split over several calls evaluates only in its last one).
 # APT_OVERRIDES / VAE_OVERRIDES: more dotted.key=value pairs for benchmarks/gpu_params.py (a CPU smoke test).
 # Logs, timings, both eval reports (eval_apt/, eval_vae/) and the final metrics land in OUT_DIR. On a workstation
 # with DVC, the same params files work with `dvc exp run` (copy them over params.yaml).
@@ -38,11 +39,13 @@ runs=" ${RUNS:-apt vae} "; a=""; v=""
 [[ $runs == *" apt "* ]] && { chain apt 4 synth_ssv2 ingest_ssv2 validate_ssv2 & a=$!; }
 [[ $runs == *" vae "* ]] && { chain vae 8 synth_ssv2 ingest_ssv2 validate_ssv2 & v=$!; }
 if [[ -n "${BETWEEN:-}" ]]; then eval "$BETWEEN"; fi
-[[ -z $a ]] || wait $a || { echo "apt data chain failed: $out/apt_run.log"; tail -5 "$out/apt_run.log"; }
-[[ -z $v ]] || wait $v || { echo "vae data chain failed: $out/vae_run.log"; tail -5 "$out/vae_run.log"; }
+# a run whose data chain failed does not train (its trainer would fail on the missing or stale data anyway)
+[[ -z $a ]] || wait $a || { echo "apt data chain failed: $out/apt_run.log"; tail -5 "$out/apt_run.log"; runs=${runs/ apt / }; }
+[[ -z $v ]] || wait $v || { echo "vae data chain failed: $out/vae_run.log"; tail -5 "$out/vae_run.log"; runs=${runs/ vae / }; }
 a=""; v=""
-[[ $runs == *" apt "* ]] && { chain apt 6 train_apt eval_apt & a=$!; }
-[[ $runs == *" vae "* ]] && { chain vae 8 train_curriculum eval_vae & v=$!; }
+ea=eval_apt; ev=eval_vae; [[ ${TRAIN_ONLY:-0} == 1 ]] && { ea=""; ev=""; }
+[[ $runs == *" apt "* ]] && { chain apt 6 train_apt $ea & a=$!; }
+[[ $runs == *" vae "* ]] && { chain vae 8 train_curriculum $ev & v=$!; }
 [[ -z $a ]] || { wait $a; echo "apt chain exit $?"; }
 [[ -z $v ]] || { wait $v; echo "vae chain exit $?"; }
 for f in data/models/train_apt/final/metrics.json data/models/train_curriculum/final/metrics.json; do
