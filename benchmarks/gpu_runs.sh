@@ -8,6 +8,7 @@
 # BETWEEN='cmd' runs while the data is rendered, before the trainers take the GPU.
 # RUNS='vae' (or 'apt'): only that run (default 'apt vae'). Rerunning with the same OUT_DIR resumes: the data stages
 # skip what exists and each trainer resumes from its last checkpoint with a fresh MINUTES (a machine's call limit).
+# VAE_WORKERS=N: loader workers of the VAE trainer (default 8; 1024 px clips decode slowly).
 # TRAIN_ONLY=1: stop after the trainers (a run split over several calls evaluates only in its last one).
 # APT_OVERRIDES / VAE_OVERRIDES: more dotted.key=value pairs for benchmarks/gpu_params.py (a CPU smoke test).
 # Logs, timings, both eval reports (eval_apt/, eval_vae/) and the final metrics land in OUT_DIR. On a workstation
@@ -45,7 +46,7 @@ if [[ -n "${BETWEEN:-}" ]]; then eval "$BETWEEN"; fi
 a=""; v=""
 ea=eval_apt; ev=eval_vae; [[ ${TRAIN_ONLY:-0} == 1 ]] && { ea=""; ev=""; }
 [[ $runs == *" apt "* ]] && { chain apt 6 train_apt $ea & a=$!; }
-[[ $runs == *" vae "* ]] && { chain vae 8 train_curriculum $ev & v=$!; }
+[[ $runs == *" vae "* ]] && { chain vae "${VAE_WORKERS:-8}" train_curriculum $ev & v=$!; }
 [[ -z $a ]] || { wait $a; echo "apt chain exit $?"; }
 [[ -z $v ]] || { wait $v; echo "vae chain exit $?"; }
 for f in data/models/train_apt/final/metrics.json data/models/train_curriculum/final/metrics.json; do

@@ -29,6 +29,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from lib.bench.loader_bench import stable_loader
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
 from lib.embed import EmbedConfig
@@ -64,14 +65,16 @@ def main() -> None:
     generators = {"G": load_generator(final / "raw" / "G.safetensors", train.model),
                   "G_ema": load_generator(final / "ema" / "G.safetensors", train.model)}
     manifest = Path(ingest.out) / "manifest.parquet"
-    hq, lq = validation_clips(train, manifest, cfg.seed)
+    backend = stable_loader(args.params)[0].get("backend", "decord")  # the loader benchmark's pick
+    hq, lq = validation_clips(train, manifest, cfg.seed, backend)
     text = None
     if train.text_condition:  # the same cached label vectors the generator was trained with
         cache_dir = load_section(args.params, "embed_text", EmbedConfig).cache_dir
         text = stack_texts(clip_texts(train, manifest, cache_dir, ("validation",)), validation_ids(train, manifest))
     flicker_clips = None
     if flicker_frames != train.clip_frames:  # the same clips, taken longer
-        flicker_clips = validation_clips(dataclasses.replace(train, clip_frames=flicker_frames), manifest, cfg.seed)
+        flicker_clips = validation_clips(dataclasses.replace(train, clip_frames=flicker_frames), manifest, cfg.seed,
+                                         backend)
     metrics, outputs = evaluate(generators, hq, lq, train.model.scale, cfg.batch_size, text,
                                 flicker_chunk_frames=cfg.flicker_chunk_frames, flicker_overlap=cfg.flicker_overlap,
                                 flicker_clips=flicker_clips, perceptual=perceptual)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lib.bench.loader_bench import stable_loader
 from lib.cli import run_stage, stage_parser
 from lib.config import from_dict, read_params
 from lib.eval.audio_vae import evaluate_audio_vae
@@ -34,7 +35,8 @@ def main() -> None:
     args = stage_parser("eval_vae", __doc__).parse_args()
     cfg = from_dict(EvalVAEConfig, read_params(args.params).get("eval_vae") or {}, f"{args.params}: eval_vae")
     report_dir = Path(cfg.report_dir)
-    video, video_md = evaluate_video_vae(args.params, report_dir)
+    stable, _ = stable_loader(args.params)  # decode with the backend the loader benchmark picked
+    video, video_md = evaluate_video_vae(args.params, report_dir, stable.get("backend", "decord"))
     audio, audio_md = evaluate_audio_vae(args.params, report_dir)
     atomic_write_json(report_dir / "metrics.json", {"video": video, "audio": audio})
     atomic_write_text(report_dir / "report.md", "# eval_vae: video and audio VAEs on held-out data\n\n"

@@ -35,7 +35,8 @@ from annotated_types import Ge, Gt, MinLen
 from matplotlib.figure import Figure
 
 from lib.bench.loader_child import decode_task, init_pool, warm_task
-from lib.config import Checked
+from lib.config import Checked, load_section
+from lib.data.video_dataset import load_stable_config
 from lib.io import atomic_write_json, atomic_write_text
 from lib.report import fmt_num, md_cell, new_figure, no_data, save_figure, shorten
 
@@ -609,3 +610,12 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_json_safe(v) for v in obj]
     return _num(obj)
+
+
+def stable_loader(params_path: str | Path) -> tuple[dict, Path]:
+    """Return ``(stable, path)``: the loader settings ``bench_loader`` chose for the params file ``params_path``
+    (``{}`` when its stable.json does not exist yet) and that file's path. Trainers take workers, prefetch and
+    the decode backend from it; validation and evaluation take the backend, so every decode of a run goes
+    through the backend the machine has and the benchmark picked."""
+    path = Path(load_section(params_path, "bench_loader", BenchLoaderConfig).out) / STABLE_FILE
+    return load_stable_config(path, default={}), path

@@ -235,26 +235,28 @@ def border_flicker(fn: Callable[[torch.Tensor], torch.Tensor], lq: torch.Tensor,
 # ----------------------------------------------------------------------------- data and models
 
 
-def _validation_set(cfg: APTConfig, manifest: str | Path) -> tuple[SSv2ClipDataset, int]:
+def _validation_set(cfg: APTConfig, manifest: str | Path, backend: str) -> tuple[SSv2ClipDataset, int]:
     ds = SSv2ClipDataset(manifest, "validation", clip=ClipSpec(cfg.clip_frames, cfg.clip_stride, "uniform"),
-                         seed=cfg.train.seed)
+                         seed=cfg.train.seed, backend=backend)
     return ds, min(cfg.val_clips, len(ds))
 
 
-def validation_clips(cfg: APTConfig, manifest: str | Path, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(hq, lq)`` of the first ``cfg.val_clips`` validation clips, float [-1, 1], deterministic.
+def validation_clips(cfg: APTConfig, manifest: str | Path, seed: int,
+                     backend: str = "decord") -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(hq, lq)`` of the first ``cfg.val_clips`` validation clips, float [-1, 1], deterministic
+    (decoded with ``backend``: the run's loader backend).
 
     ``hq`` is ``[N, 3, clip_frames, crop, crop]`` (time-centred clip, centre crop); ``lq`` is
     ``degrade(hq)`` with ``validation_generator(seed)``.
     """
-    ds, n = _validation_set(cfg, manifest)
+    ds, n = _validation_set(cfg, manifest, backend)
     hq = torch.stack([center_crop(to_signed(ds[(i, 0)]["video"]), cfg.crop) for i in range(n)])
     return hq, degrade(hq, cfg.degrade, validation_generator(seed))
 
 
 def validation_ids(cfg: APTConfig, manifest: str | Path) -> list[str]:
     """Return the video ids of :func:`validation_clips`' clips, in order (for their text embeddings)."""
-    ds, n = _validation_set(cfg, manifest)
+    ds, n = _validation_set(cfg, manifest, "decord")  # opens no video
     return [str(i) for i in ds.ids[:n]]
 
 

@@ -218,8 +218,10 @@ def choose_clips(manifest: str | Path, count: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).permutation(n)[:min(count, n)].tolist())
 
 
-def evaluate_video_vae(params_path: str | Path, report_dir: Path) -> tuple[dict[str, Any], str]:
+def evaluate_video_vae(params_path: str | Path, report_dir: Path,
+                       backend: str = "decord") -> tuple[dict[str, Any], str]:
     """Evaluate every configured video VAE trainer's final weights; write strip PNGs into ``report_dir``.
+    Clips are decoded with ``backend`` (the run's loader backend).
 
     Returns ``(metrics, markdown)``: ``metrics`` = ``{"clips", "seed", "points", "<stage>": {"model": ...,
     "<res>px_<T>f": {"vae": {psnr, ssim, kl_per_element, values_per_element}, "bicubic_grid": {...},
@@ -235,7 +237,8 @@ def evaluate_video_vae(params_path: str | Path, report_dir: Path) -> tuple[dict[
     manifest = Path(load_section(params_path, "ingest_ssv2", IngestSSv2Config).out) / "manifest.parquet"
     indices = choose_clips(manifest, cfg.clips, cfg.seed)
     points = sorted({p for run in runs.values() for p in run.points()})
-    clips = {p: validation_clips(manifest, p[0], p[1], cfg.clip_stride, len(indices), indices) for p in points}
+    clips = {p: validation_clips(manifest, p[0], p[1], cfg.clip_stride, len(indices), indices, backend=backend)
+             for p in points}
 
     report_dir = Path(report_dir)
     metrics: dict[str, Any] = {"clips": len(indices), "seed": cfg.seed, "points": [point_name(*p) for p in points]}

@@ -217,10 +217,12 @@ def center_square_resize(video: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def validation_clips(manifest: str | Path, resolution: int, frames: int, stride: int, count: int,
-                     indices: list[int] | None = None, seed: int = 0) -> torch.Tensor:
+                     indices: list[int] | None = None, seed: int = 0, backend: str = "decord") -> torch.Tensor:
     """Return held-out clips ``[N, 3, frames, resolution, resolution]`` in [-1, 1]: validation-split items
-    ``indices`` (default: the first ``count``), time-centred (``ClipSpec(start="uniform")``), centre square."""
-    ds = SSv2ClipDataset(manifest, "validation", clip=ClipSpec(frames, stride, "uniform"), seed=seed)
+    ``indices`` (default: the first ``count``), time-centred (``ClipSpec(start="uniform")``), centre square,
+    decoded with ``backend`` (the run's loader backend: all backends give the same frames)."""
+    ds = SSv2ClipDataset(manifest, "validation", clip=ClipSpec(frames, stride, "uniform"), seed=seed,
+                         backend=backend)
     chosen = list(range(min(count, len(ds)))) if indices is None else list(indices)
     return torch.stack([center_square_resize(ds[(i, 0)]["video"], resolution) for i in chosen])
 
@@ -333,10 +335,11 @@ def make_step_fn(loss_fn: VideoVAELoss) -> StepFn:
     return step_fn
 
 
-def make_validate_fn(cfg: VideoVAETrainConfig, manifest: str | Path, loss_fn: VideoVAELoss) -> ValidateFn:
+def make_validate_fn(cfg: VideoVAETrainConfig, manifest: str | Path, loss_fn: VideoVAELoss,
+                     backend: str = "decord") -> ValidateFn:
     """Return ``validate_fn(trainer, step)`` on the first ``val_clips`` validation clips at the current phase's
-    resolution and frames (clips are decoded once per size and kept), in batches of the training micro-batch
-    (what fits in memory for training fits without gradients)."""
+    resolution and frames (clips are decoded once per size with ``backend`` and kept), in batches of the training
+    micro-batch (what fits in memory for training fits without gradients)."""
     cache: dict[tuple[int, int], torch.Tensor] = {}
     kl_step = loss_fn.weights.kl_warmup_steps  # the KL weight after warm-up: val/loss comparable across steps
 
@@ -345,7 +348,7 @@ def make_validate_fn(cfg: VideoVAETrainConfig, manifest: str | Path, loss_fn: Vi
         key = (phase.resolution, phase.frames) if phase is not None else (cfg.resolution, cfg.clip_frames)
         if key not in cache:
             cache[key] = validation_clips(manifest, key[0], key[1], cfg.clip_stride, cfg.val_clips,
-                                          seed=cfg.train.seed)
+                                          seed=cfg.train.seed, backend=backend)
         clips, model = cache[key], trainer.unwrap(MODEL)
         batch_size = cfg.micro_batch_of(phase)  # what one training forward holds fits without gradients
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "psnr": 0.0}
@@ -399,8 +402,10 @@ def make_trainer(cfg: VideoVAETrainConfig, manifest: str | Path, *, stable: Mapp
         trainer_kwargs.setdefault("curriculum", CurriculumScheduler(
             cfg.curriculum, steps_per_epoch_fn(cfg, manifest) if epochs else None))
     trainer_kwargs.setdefault("early_stopping", cfg.early_stopping.build())
+    backend = (stable or {}).get("backend", "decord")  # validation decodes like the loader
     trainer = Trainer(cfg.train, {MODEL: build_model(cfg)}, make_step_fn(loss_fn),
-                      make_data_fn(cfg, manifest, stable), validate_fn=make_validate_fn(cfg, manifest, loss_fn),
+                      make_data_fn(cfg, manifest, stable),
+                      validate_fn=make_validate_fn(cfg, manifest, loss_fn, backend),
                       val_every=cfg.val_every, **trainer_kwargs)
     loss_fn.to(trainer.accelerator.device)
     return trainer

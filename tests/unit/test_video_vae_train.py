@@ -241,3 +241,19 @@ def test_missing_perceptual_weights_fail_before_training(manifest, tmp_path):
     with pytest.raises(PerceptualWeightsMissing, match="nope.pth"):
         make_trainer(cfg, manifest)
     assert not (tmp_path / "run").exists()
+
+
+def test_validation_decodes_with_the_loaders_backend(manifest, tmp_path, monkeypatch):
+    # a GPU machine had PyAV but no decord: the loader (stable.json: pyav) trained, then validation died
+    # importing decord at the first val step
+    def no_decord(path, indices):
+        raise ModuleNotFoundError("No module named 'decord'")
+
+    monkeypatch.setattr("lib.video.decode._read_decord", no_decord)
+    cfg = from_section(section(tmp_path / "run", resolution=8, clip_frames=2))
+    trainer = make_trainer(cfg, manifest, stable={"backend": "pyav", "num_workers": 0})
+    with torch.no_grad():
+        metrics = trainer.validate_fn(trainer, 0)
+    assert math.isfinite(metrics["psnr"]) and metrics["psnr"] > 0
+    with pytest.raises(ModuleNotFoundError, match="decord"):  # without the stable backend it still asks decord
+        make_validate_fn(cfg, manifest, VideoVAELoss(cfg.loss))(trainer, 0)
