@@ -68,6 +68,16 @@ LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 # and 49 frames one 64-wide full-resolution sample is 3.4e9 elements, so convolutions run in time chunks below it
 # (exact: each chunk reads its own look-back) and padding repeats frames by concatenation. A setting for tests.
 MAX_KERNEL_ELEMENTS = 2**31 - 1
+# The shortcuts' full-resolution terms are built this many values at a time (whole frame groups) and added into
+# the conv's output: built whole, each Up's shortcut (a repeat, then a pixel shuffle: two copies) and its sum were
+# three extra full-resolution tensors, and at 1024 px/49 frames they took the step from a 59.6 GiB peak to out of
+# memory on an 80 GB H100 (reports/benchmarks/vae_gpu.md). A setting for tests.
+SHORTCUT_PIECE_ELEMENTS = 2**26
+
+
+def _shortcut_frames(per_frame: int) -> int:
+    """Frames (of the low-resolution side) per piece of a shortcut whose one frame has ``per_frame`` values."""
+    return max(1, SHORTCUT_PIECE_ELEMENTS // per_frame)
 
 
 def repeat_frames(x: torch.Tensor, before: int = 0, after: int = 0) -> torch.Tensor:
@@ -323,8 +333,11 @@ class Down(nn.Module):
             y = self.conv(x)
         else:  # output frame j reads input frames [j*ft, (j+1)*ft) only: chunks of whole groups are exact
             y = torch.cat([self.conv(x[:, :, t0:t0 + n * ft]) for t0 in range(0, x.shape[2], n * ft)], dim=2)
-        if self.shortcut:
-            y = y + average_channels(space_to_channel(x, ft, fs), self.conv.out_channels)
+        if self.shortcut:  # in pieces of whole frame groups: space_to_channel copies its input
+            n = _shortcut_frames(x.shape[1] * ft * x.shape[3] * x.shape[4])
+            parts = [average_channels(space_to_channel(x[:, :, j * ft:(j + n) * ft], ft, fs), self.conv.out_channels)
+                     for j in range(0, y.shape[2], n)]
+            y = y + (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
         return y
 
 
@@ -355,9 +368,12 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(upsample_nearest(self.proj(x) if self.proj is not None else x, self.factors))
-        if self.shortcut:
+        if self.shortcut:  # into y piece by piece (SHORTCUT_PIECE_ELEMENTS); the conv's backward does not need y
             ft, fs, _ = self.factors
-            y = y + channel_to_space(repeat_channels(x, self.conv.conv.out_channels * ft * fs * fs), ft, fs)
+            wide = self.conv.conv.out_channels * ft * fs * fs
+            n = _shortcut_frames(wide * x.shape[3] * x.shape[4])
+            for t0 in range(0, x.shape[2], n):
+                y[:, :, t0 * ft:(t0 + n) * ft] += channel_to_space(repeat_channels(x[:, :, t0:t0 + n], wide), ft, fs)
         return y
 
 

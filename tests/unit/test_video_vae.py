@@ -251,6 +251,34 @@ def test_shortcut_down_then_up_alone_is_the_block_mean():
     torch.testing.assert_close(up, video_vae.upsample_nearest(down, (2, 2, 2)), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("ft", [1, 2])
+def test_shortcuts_built_in_pieces_equal_the_whole_in_values_and_gradients(monkeypatch, ft):
+    """Up's and Down's shortcut terms are built a few frames at a time (and Up's added into its conv's output in
+    place) to keep full-resolution copies out of the step's memory; the result is the whole-tensor formula's."""
+    torch.manual_seed(0)
+    up, down = video_vae.Up(8, ft, 2, 4, shortcut=True), video_vae.Down(4, ft, 2, 8, shortcut=True)
+    x_up, x_down = _video(2, 8, 3, 4, 4).requires_grad_(), _video(2, 4, 3 * ft, 8, 8, seed=2).requires_grad_()
+
+    def whole_up(x):
+        y = up.conv(video_vae.upsample_nearest(up.proj(x), up.factors))
+        return y + video_vae.channel_to_space(video_vae.repeat_channels(x, 4 * ft * 4), ft, 2)
+
+    def whole_down(x):
+        return down.conv(x) + video_vae.average_channels(video_vae.space_to_channel(x, ft, 2), 8)
+
+    outs = {}
+    for name, fn in (("whole", lambda: (whole_up(x_up), whole_down(x_down))),
+                     ("pieces", lambda: (up(x_up), down(x_down)))):
+        monkeypatch.setattr(video_vae, "SHORTCUT_PIECE_ELEMENTS", 1)  # one low-resolution frame per piece
+        a, b = fn()
+        (a.square().sum() + b.square().sum()).backward()
+        outs[name] = (a.detach(), b.detach(), x_up.grad.clone(), x_down.grad.clone(), up.proj.weight.grad.clone())
+        for t in (x_up, x_down, *up.parameters(), *down.parameters()):
+            t.grad = None
+    for got, want in zip(outs["pieces"], outs["whole"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_shortcuts_add_no_parameters_but_change_the_mapping():
     plain, short = _tiny(), _tiny(shortcuts=True)
     short.load_state_dict(plain.state_dict())  # the same weights, strict keys
