@@ -501,8 +501,9 @@ class VideoVAE(nn.Module):
                              f"with temporal_compression={cfg.temporal_compression}; "
                              f"expected {full - cfg.temporal_compression + 1}..{full}")
         h = self.dec_in(z)
-        if cfg.shortcuts:
-            h = h + repeat_channels(z, cfg.channels)
+        if cfg.shortcuts:  # in the conv's dtype: under CUDA autocast z is fp32 (exp() runs in fp32), and an fp32
+            # sum here made the whole decoder's residual stream fp32, twice the memory of the bf16 one without shortcuts
+            h = h + repeat_channels(z, cfg.channels).to(h.dtype)
         for block in self.dec_mid:
             h = self._run(block, h)
         levels, segments = len(self.dec_levels), self._segments()

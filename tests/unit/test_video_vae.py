@@ -398,3 +398,15 @@ def test_training_lowers_video_vae_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_shortcuts_keep_the_decoders_stream_in_the_autocast_dtype():
+    """Under CUDA autocast the latent is fp32 (exp() of logvar runs in fp32); the decoder's shortcut must not turn
+    its bf16 stream into fp32 (on an 80 GB H100 that doubled every kept decoder activation: out of memory)."""
+    model = _tiny(shortcuts=True, level_channels=(8, 8)).train()
+    seen = []
+    model.dec_mid[0].register_forward_hook(lambda mod, args, out: seen.append(args[0].dtype))
+    z = torch.randn(1, model.config.latent_channels, 2, 2, 2)  # fp32, as CUDA autocast leaves it
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.decode(z)
+    assert seen == [torch.bfloat16]
