@@ -15,8 +15,8 @@ from tests.helpers.workspace import run, set_params
 pytestmark = pytest.mark.pipeline
 
 
-def test_dvc_repro_validate_ssv2_end_to_end(clone):
-    run(["dvc", "repro", "validate_ssv2"], clone)
+def test_dvc_repro_validate_ssv2_embed_text_and_bench_loader_end_to_end(clone):
+    run(["dvc", "repro", "validate_ssv2", "embed_text", "bench_loader"], clone)  # one clone for the three
 
     raw = clone / "data/raw/ssv2_synth"
     assert len(list((raw / "20bn-something-something-v2").glob("*.webm"))) == 6
@@ -43,6 +43,19 @@ def test_dvc_repro_validate_ssv2_end_to_end(clone):
     archives = sorted((clone / "data/interim/ssv2/archives").iterdir())
     assert len(archives) == ingest["shards"] and not (clone / "data/interim/ssv2/videos").exists()
 
+    # the two stages beside validation on the same ingest (one clone: synth and ingest run once)
+    embed = shown[""]["data"]["reports/embed_text/metrics.json"]["data"]
+    manifest = pd.read_parquet(clone / "data/interim/ssv2/manifest.parquet")
+    texts = set(manifest["label"].dropna()) | set(manifest["template"].dropna())
+    assert embed["count"] == len(texts) + 1 and embed["dim"] == 384  # + the one CAD prompt
+    stable = json.loads((clone / "data/loader/stable.json").read_text())
+    assert stable["batch_size"] == 2 and stable["num_workers"] in (0, 1)
+
+    # adding nothing: the cache answers everything on a forced rerun
+    run(["dvc", "repro", "-f", "-s", "embed_text"], clone)
+    again = json.loads((clone / "reports/embed_text/metrics.json").read_text())
+    assert again["hits"] == embed["count"] and again["misses"] == 0
+
     # nothing changed: only the root's listing is rewritten (always_changed), unchanged, so nothing else reruns
     again = run(["dvc", "repro", "validate_ssv2"], clone).stdout
     assert re.findall(r"Running stage '(\w+)'", again) == ["list_ssv2"], again
@@ -65,49 +78,6 @@ def test_failed_threshold_fails_the_stage_with_its_key(clone):
     proc = run(["dvc", "repro", "validate_ssv2"], clone, check=False)
     assert proc.returncode != 0
     assert "validate_ssv2.min_videos_per_class" in proc.stdout + proc.stderr
-
-
-def test_dvc_repro_validate_deepcad_end_to_end(clone):
-    run(["dvc", "repro", "validate_deepcad"], clone)
-    splits = json.loads((clone / "data/raw/deepcad_synth/train_val_test_split.json").read_text())
-    n = {s: len(v) for s, v in splits.items()}
-    assert sum(n.values()) == 10
-    train = json.loads((clone / "data/processed/deepcad_conversations/train.json").read_text())
-    val = json.loads((clone / "data/processed/deepcad_conversations/val.json").read_text())
-    assert (len(train), len(val)) == (3 * n["train"], 3 * n["validation"])  # one per (model, view)
-    assert train[0]["conversations"][0]["value"].startswith("<image>\n")
-    render = clone / "data/processed/deepcad_render"  # conversation images: through the shard archives
-    assert all(archive.exists(render / c["image"]) for c in train + val)
-    assert {c["image"].split("/")[0] for c in train + val} == {"archives"}
-
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)
-    metrics = shown[""]["data"]["reports/validate_deepcad/metrics.json"]["data"]
-    assert metrics["models"] == 10 and metrics["images"] == 30 and metrics["conversations"] == len(train) + len(val)
-
-    # a render param change reruns rendering and everything after it, not the generator
-    set_params(clone, {"render_deepcad": {"image_size": 48}})
-    out = run(["dvc", "repro", "validate_deepcad"], clone).stdout
-    assert "Running stage 'render_deepcad'" in out and "Running stage 'synth_deepcad'" not in out
-    from PIL import Image
-    train = json.loads((clone / "data/processed/deepcad_conversations/train.json").read_text())  # new archives
-    with archive.open_binary(render / train[0]["image"]) as fh, Image.open(fh) as im:
-        assert im.size == (48, 48)
-
-
-def test_dvc_repro_embed_text_and_bench_loader(clone):
-    run(["dvc", "repro", "embed_text", "bench_loader"], clone)
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone).stdout)[""]["data"]
-    embed = shown["reports/embed_text/metrics.json"]["data"]
-    manifest = pd.read_parquet(clone / "data/interim/ssv2/manifest.parquet")
-    texts = set(manifest["label"].dropna()) | set(manifest["template"].dropna())
-    assert embed["count"] == len(texts) + 1 and embed["dim"] == 384  # + the one CAD prompt
-    stable = json.loads((clone / "data/loader/stable.json").read_text())
-    assert stable["batch_size"] == 2 and stable["num_workers"] in (0, 1)
-
-    # adding nothing: the cache answers everything on a forced rerun
-    run(["dvc", "repro", "-f", "-s", "embed_text"], clone)
-    again = json.loads((clone / "reports/embed_text/metrics.json").read_text())
-    assert again["hits"] == embed["count"] and again["misses"] == 0
 
 
 def test_dvc_repro_eval_apt_then_an_experiment_shows_beside_it(clone):
@@ -178,6 +148,21 @@ def test_dvc_repro_eval_cad_vlm_scores_the_model_and_both_baselines(clone):
     assert metrics["model"]["parse_rate"] == 1.0  # constrained decoding only writes valid code
     assert (clone / "reports/eval_cad_vlm/grid.png").stat().st_size > 0
 
+    # what validate_deepcad (upstream of train_cad_vlm) made, in the same clone
+    splits = json.loads((clone / "data/raw/deepcad_synth/train_val_test_split.json").read_text())
+    n = {s: len(v) for s, v in splits.items()}
+    assert sum(n.values()) == 10
+    train = json.loads((clone / "data/processed/deepcad_conversations/train.json").read_text())
+    val = json.loads((clone / "data/processed/deepcad_conversations/val.json").read_text())
+    assert (len(train), len(val)) == (3 * n["train"], 3 * n["validation"])  # one per (model, view)
+    assert train[0]["conversations"][0]["value"].startswith("<image>\n")
+    render = clone / "data/processed/deepcad_render"  # conversation images: through the shard archives
+    assert all(archive.exists(render / c["image"]) for c in train + val)
+    assert {c["image"].split("/")[0] for c in train + val} == {"archives"}
+
+    metrics = shown["reports/validate_deepcad/metrics.json"]["data"]
+    assert metrics["models"] == 10 and metrics["images"] == 30 and metrics["conversations"] == len(train) + len(val)
+
     # an external input rewritten at the same path reruns the stage that reads it: train_cad_vlm initialised from
     # a weights file, then the file's bytes change while params.yaml does not
     weights = clone / "init" / "cad_vlm.safetensors"
@@ -190,3 +175,12 @@ def test_dvc_repro_eval_cad_vlm_scores_the_model_and_both_baselines(clone):
     out = run(["dvc", "repro", "train_cad_vlm"], clone).stdout
     assert "Running stage 'train_cad_vlm'" in out and "Running stage 'build_cad_conversations'" not in out
     assert (clone / "reports/train_cad_vlm/convergence.md").is_file()
+
+    # a render param change reruns rendering and everything after it, not the generator
+    set_params(clone, {"render_deepcad": {"image_size": 48}})
+    out = run(["dvc", "repro", "validate_deepcad"], clone).stdout
+    assert "Running stage 'render_deepcad'" in out and "Running stage 'synth_deepcad'" not in out
+    from PIL import Image
+    train = json.loads((clone / "data/processed/deepcad_conversations/train.json").read_text())  # new archives
+    with archive.open_binary(render / train[0]["image"]) as fh, Image.open(fh) as im:
+        assert im.size == (48, 48)
