@@ -1,6 +1,6 @@
 """Benchmark: views/s of `snakemake render_deepcad` next to a bare render loop over the same meshes, on the same cores.
 
-    python benchmarks/bench_render.py [--count 48] [--shards 4] [--cores 2] [--json out.json]
+    python benchmarks/bench_render.py [--count 48] [--shards 4] [--cores 2] [--png-levels 6,1] [--json out.json]
 
 Runs in a temporary copy of the working tree on synthetic DeepCAD models. Figures, side by side, for 1 core and
 for ``--cores`` cores:
@@ -10,6 +10,9 @@ for ``--cores`` cores:
               best of one process with one llvmpipe thread per core and one single-threaded process per core
 The ratio snakemake / bare on the same cores is the issue's figure (goal >= 0.8). Each bare or in-process figure
 runs in its own process so LP_NUM_THREADS (llvmpipe's thread count, read when the GL context starts) applies.
+``--png-levels`` runs the snakemake and in-process figures once per ``render_deepcad.png_compress_level``, one
+after the other on the same cores and the same models, so levels compare within one run (runs hours apart on
+one machine have differed by more than the effect); the bare loop writes no PNG and runs once per core count.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from tests.helpers.workspace import copy_worktree, run, set_params  # noqa: E402
 
 
-def child(mode: str, root: str, start: int, step: int, out: str) -> None:
+def child(mode: str, root: str, start: int, step: int, out: str, png_level: int = 6) -> None:
     """One measuring process: ``bare`` renders prebuilt meshes, ``inproc`` runs ModelRenderer; prints seconds."""
     from lib.deepcad.mesh import build_mesh
     from lib.deepcad.normalize import normalize
@@ -37,7 +40,7 @@ def child(mode: str, root: str, start: int, step: int, out: str) -> None:
     from lib.deepcad.render_models import ModelRenderer, RenderDeepCADConfig, plan_render
     from lib.render import ViewRenderer
 
-    cfg = RenderDeepCADConfig(out=out)
+    cfg = RenderDeepCADConfig(out=out, png_compress_level=png_level)
     items = plan_render(root, 1).items[start::step]
     if mode == "bare":
         meshes = [build_mesh(normalize(load_model(Path(root) / it.source))) for it in items]
@@ -59,12 +62,13 @@ def child(mode: str, root: str, start: int, step: int, out: str) -> None:
     print(time.perf_counter() - t)
 
 
-def parallel(mode: str, root: Path, procs: int, lp_threads: int, out: Path) -> float:
+def parallel(mode: str, root: Path, procs: int, lp_threads: int, out: Path, png_level: int = 6) -> float:
     """Wall seconds of ``procs`` measuring processes over interleaved slices, started together; each reports
     its own loop time (start-up excluded), and the slowest one is the wall."""
     env = {**os.environ, "LP_NUM_THREADS": str(lp_threads)}
     ps = [subprocess.Popen([sys.executable, __file__, "--child", mode, str(root), str(i), str(procs),
-                            str(out / f"{mode}{i}")], env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
+                            str(out / f"{mode}{i}"), str(png_level)],
+                           env=env, stdout=subprocess.PIPE, text=True, cwd=REPO)
           for i in range(procs)]
     times = []
     for p in ps:
@@ -77,14 +81,18 @@ def parallel(mode: str, root: Path, procs: int, lp_threads: int, out: Path) -> f
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        mode, root, start, step, out = sys.argv[2:7]
-        return child(mode, root, int(start), int(step), out)
+        mode, root, start, step, out, level = sys.argv[2:8]
+        return child(mode, root, int(start), int(step), out, int(level))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=48, help="synthetic models")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--png-levels", default="6", help="comma-separated render_deepcad.png_compress_level values")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
+    levels = [int(v) for v in args.png_levels.split(",")]
+    if not levels or any(not 0 <= v <= 9 for v in levels):
+        ap.error(f"--png-levels: zlib levels 0-9, comma-separated; got {args.png_levels!r}")
 
     from lib.deepcad.render_models import RenderDeepCADConfig
 
@@ -99,32 +107,36 @@ def main() -> None:
 
         rows = []
         for cores in sorted({1, args.cores}):
-            shutil.rmtree(clone / "data/processed", ignore_errors=True)
-            shutil.rmtree(clone / ".snakemake", ignore_errors=True)
-            t = time.perf_counter()
-            run(["snakemake", "render_deepcad", "--cores", str(cores), "--nolock", "--quiet", "all"], clone)
-            snake = time.perf_counter() - t
             bare_one = parallel("bare", root, 1, cores, tmp)  # one process, llvmpipe on every core
             bare_many = parallel("bare", root, cores, 1, tmp) if cores > 1 else bare_one
-            inproc = parallel("inproc", root, 1, 1, tmp)
             bare = min(bare_one, bare_many)
-            print(f"cores {cores}: snakemake {n / snake:.1f}, in-process {n / inproc:.1f}, bare {n / bare:.1f} views/s",
-                  flush=True)
-            rows.append({"cores": cores, "snakemake_views_per_s": n / snake,
-                         "inprocess_views_per_s": n / inproc, "bare_one_process_views_per_s": n / bare_one,
-                         "bare_process_per_core_views_per_s": n / bare_many, "bare_views_per_s": n / bare,
-                         "ratio": bare / snake})
+            for level in levels:
+                set_params(clone, {"render_deepcad": {"png_compress_level": level}})
+                shutil.rmtree(clone / "data/processed", ignore_errors=True)
+                shutil.rmtree(clone / ".snakemake", ignore_errors=True)
+                t = time.perf_counter()
+                run(["snakemake", "render_deepcad", "--cores", str(cores), "--nolock", "--quiet", "all"], clone)
+                snake = time.perf_counter() - t
+                inproc = parallel("inproc", root, 1, 1, tmp, level)
+                print(f"cores {cores}, PNG level {level}: snakemake {n / snake:.1f}, in-process {n / inproc:.1f}, "
+                      f"bare {n / bare:.1f} views/s", flush=True)
+                rows.append({"cores": cores, "png_level": level, "snakemake_views_per_s": n / snake,
+                             "inprocess_views_per_s": n / inproc, "bare_one_process_views_per_s": n / bare_one,
+                             "bare_process_per_core_views_per_s": n / bare_many, "bare_views_per_s": n / bare,
+                             "ratio": bare / snake})
 
     print(f"{args.count} models x {views} views = {n} views, 512x512, {args.shards} shards")
-    print(f"{'cores':>5} {'snakemake':>10} {'in-process':>11} {'bare 1 proc':>12} {'bare/core':>10} {'ratio':>6}")
+    print(f"{'cores':>5} {'png':>4} {'snakemake':>10} {'in-process':>11} {'bare 1 proc':>12} {'bare/core':>10} "
+          f"{'ratio':>6}")
     for r in rows:
-        print(f"{r['cores']:>5} {r['snakemake_views_per_s']:10.1f} {r['inprocess_views_per_s']:11.1f} "
+        print(f"{r['cores']:>5} {r['png_level']:>4} {r['snakemake_views_per_s']:10.1f} "
+              f"{r['inprocess_views_per_s']:11.1f} "
               f"{r['bare_one_process_views_per_s']:12.1f} {r['bare_process_per_core_views_per_s']:10.1f} "
               f"{r['ratio']:6.2f}")
     print("views/s; ratio = snakemake / the best bare figure on the same cores; in-process: one core")
     if args.json:
         Path(args.json).write_text(json.dumps({"models": args.count, "views": n, "shards": args.shards,
-                                               "rows": rows}, indent=2) + "\n")
+                                               "png_levels": levels, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
