@@ -27,10 +27,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lib.bench.loader_bench import BenchLoaderConfig
+from lib.bench.loader_bench import stable_loader
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
-from lib.data.video_dataset import load_stable_config
 from lib.embed import EmbedConfig
 from lib.gates import require_validated
 from lib.ssv2.ingest import IngestSSv2Config
@@ -45,8 +44,7 @@ def main() -> None:
     cfg = from_section(read_params(args.params).get("train_apt"), f"{args.params}: train_apt")
     ingest = load_section(args.params, "ingest_ssv2", IngestSSv2Config)
     require_validated(load_section(args.params, "validate_ssv2", ValidateSSv2Config).report_dir, "validate_ssv2")
-    stable_path = Path(load_section(args.params, "bench_loader", BenchLoaderConfig).out) / "stable.json"
-    stable = load_stable_config(stable_path, default={})
+    stable, stable_path = stable_loader(args.params)
     loader = loader_config(cfg, str(Path(ingest.out) / "manifest.parquet"), stable)
     log.info("train_apt: %s", to_section(cfg))
     log.info("loader: workers %d, backend %s (%s)", loader.num_workers, loader.backend,

@@ -28,10 +28,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lib.bench.loader_bench import BenchLoaderConfig
+from lib.bench.loader_bench import stable_loader
 from lib.cli import run_stage, stage_parser
 from lib.config import load_section, read_params
-from lib.data.video_dataset import load_stable_config
 from lib.gates import require_validated
 from lib.ssv2.ingest import IngestSSv2Config
 from lib.ssv2.validate import ValidateSSv2Config
@@ -47,8 +46,7 @@ def train(name: str, doc: str) -> None:
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: no SSv2 manifest; run `dvc repro ingest_ssv2` (or check ingest_ssv2.out)")
     require_validated(load_section(args.params, "validate_ssv2", ValidateSSv2Config).report_dir, "validate_ssv2")
-    stable_path = Path(load_section(args.params, "bench_loader", BenchLoaderConfig).out) / "stable.json"
-    stable = load_stable_config(stable_path, default={})
+    stable, stable_path = stable_loader(args.params)
     log.info("%s: %s", name, to_section(cfg))
     log.info("%s", describe(cfg))
     trainer = make_trainer(cfg, manifest, stable=stable)
