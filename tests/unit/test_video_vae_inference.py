@@ -204,3 +204,28 @@ def test_the_eval_verdict_says_win_loss_or_mixed_with_the_margins():
     assert psnr_verdict([1.2, 0.5]) == ("**Verdict:** the VAE beats bicubic (equal values) at every size, "
                                         "by 0.50 to 1.20 dB.")
     assert "at 1 of 2 sizes (Δ from -0.30 to +0.40 dB)" in psnr_verdict([0.4, -0.3])
+
+
+def test_probe_measures_tiles_against_chunks_when_a_whole_clip_does_not_fit(monkeypatch):
+    import lib.eval.video_vae as ev
+    from lib.models.video_vae_inference import reconstruct_mean
+
+    def whole_runs_out_of_memory(model, x, *, chunk_frames=None, tile=None, overlap=0):
+        if chunk_frames is None and tile is None:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 26.00 GiB")
+        return reconstruct_mean(model, x, chunk_frames=chunk_frames, tile=tile, overlap=overlap)
+
+    model = _tiny(tc=2, sc=4)
+    x = _video(1, 3, 6, 32, 32)
+    fits = ev.probe_inference(model, x, ev.InferencePlan(chunk_frames=2))
+    monkeypatch.setattr(ev, "reconstruct_mean", whole_runs_out_of_memory)
+    probe = ev.probe_inference(model, x, ev.InferencePlan(chunk_frames=2))
+    assert fits["whole"] == "ran" and fits["tiles_vs"] == "whole" and fits["chunked_max_abs_vs_whole"] < ATOL
+    assert probe["whole"].startswith("out of memory: CUDA out of memory") and probe["tiles_vs"] == "chunked"
+    assert "chunked_max_abs_vs_whole" not in probe
+    # chunked == whole, so the tiles land where they did against the whole run
+    assert probe["tiled"]["all_mean_abs"] == pytest.approx(fits["tiled"]["all_mean_abs"], abs=1e-5)
+    lines = "\n".join(ev.inference_md({"32px_6f": {"inference": probe}}, [(32, 6)]))
+    assert "one whole clip did not fit: out of memory" in lines and "vs" in lines and "|tiled - chunked|" in lines
+    with pytest.raises(torch.OutOfMemoryError, match="set eval_vae.chunk_frames"):
+        ev.probe_inference(model, x, ev.InferencePlan())
