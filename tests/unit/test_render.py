@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from lib.render import VIEWS, ViewRenderer, project_points, projected_extent, save_png, silhouette
+from lib.render import VIEWS, ViewRenderer, encode_png, project_points, projected_extent, save_png, silhouette
 
 SIZE = 512
 AXIS_VIEWS = ("front", "top", "right")
@@ -119,6 +119,33 @@ def test_silhouette_and_save_png(tmp_path):
     path = save_png(tmp_path / "sub" / "v.png", img)
     assert np.array_equal(np.asarray(Image.open(path)), img)
     assert [p.name for p in path.parent.iterdir()] == ["v.png"]
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (7, 5, 1), (7, 5, 3), (7, 5, 4), (1, 1, 3)])
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_encode_png_round_trips_through_pillow(shape, level):
+    import io
+
+    from PIL import Image
+
+    img = np.random.default_rng(sum(shape) + level).integers(0, 256, shape, dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(encode_png(img, level)))
+    decoded.load()  # checks every chunk's CRC and the zlib stream
+    expected_mode = {1: "L", 3: "RGB", 4: "RGBA"}[1 if img.ndim == 2 else shape[2]]
+    assert decoded.mode == expected_mode and decoded.size == (shape[1], shape[0])
+    assert np.array_equal(np.asarray(decoded).reshape(shape), img)
+
+
+def test_encode_png_compresses_flat_renders_and_rejects_what_it_cannot_write():
+    img = np.full((512, 512, 3), 255, np.uint8)
+    img[100:300, 150:400] = (90, 120, 200)
+    assert len(encode_png(img, 6)) < 5_000 < len(encode_png(img, 0))  # 786 kB raw
+    with pytest.raises(ValueError, match=r"expected uint8 \[H, W\] or \[H, W, 1\|3\|4\], got float32 \[4, 4, 3\]"):
+        encode_png(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="got uint8 \\[4, 4, 2\\]"):
+        encode_png(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="compress_level 10 is not a zlib level 0-9"):
+        encode_png(img, 10)
 
 
 @pytest.mark.parametrize("tol", [0, 3])
