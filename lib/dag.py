@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lib.config import safe_load
 from lib.identity import REPO_ROOT, closure_files, import_closure, module_file
 
 _MODULE_FLAG = re.compile(r"(?:^|\s)-m\s+([A-Za-z_][\w.]*)")
@@ -36,7 +35,7 @@ class StageCode:
 
 def read_stages(dvc_yaml: str | Path = REPO_ROOT / "dvc.yaml") -> dict[str, dict[str, Any]]:
     """Return the ``stages`` mapping of a dvc.yaml (``${...}`` left as text)."""
-    return (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
+    return (safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
 
 
 def workflow_files(root: str | Path = REPO_ROOT) -> list[str]:

@@ -252,3 +252,15 @@ def test_every_section_of_the_repository_params_file_is_known():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert set(params) <= known_sections()
     assert read_params(REPO / "params.yaml") == params
+
+
+def test_safe_load_equals_pyyamls_safe_load_and_refuses_python_objects():
+    import yaml
+
+    from lib.config import safe_load
+
+    for name in ("params.yaml", "dvc.yaml"):
+        text = (Path(__file__).resolve().parents[2] / name).read_text()
+        assert safe_load(text) == yaml.safe_load(text)
+    with pytest.raises(yaml.constructor.ConstructorError, match="python/object/apply:os.system"):
+        safe_load("!!python/object/apply:os.system ['true']")
