@@ -45,12 +45,14 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
-import trimesh
 
 from lib.io import atomic_path
+
+if TYPE_CHECKING:  # trimesh costs ~0.8 s to import: plan and merge processes validate view names without it
+    import trimesh
 
 #: Fraction of the image width (and height) spanned by the bounding sphere's diameter.
 FILL = 0.85
@@ -270,6 +272,8 @@ class ViewRenderer:
     def _set_mesh(self, mesh: trimesh.Trimesh) -> None:
         verts = _used_vertices(mesh)
         center, radius = _framing(verts)
+        import trimesh
+
         normalised = trimesh.Trimesh(
             vertices=(np.asarray(mesh.vertices, dtype=float) - center) / radius,
             faces=np.asarray(mesh.faces),
