@@ -13,14 +13,16 @@ How determinism works, also with worker processes:
 
 So the batches of a run depend only on the config and the step: ``iterate_steps(cfg, steps,
 start_step=k)`` yields exactly what an uninterrupted run yields from step ``k`` on, with any
-``num_workers``.
+``num_workers``. ``iterate_steps(..., transform=f)`` runs ``f(step, batch)`` (random crops, resizes,
+degradations seeded by the step) in the worker that decoded the batch, so only what the step needs
+crosses to the trainer's process (a 256 px crop of 1024 px frames is a sixteenth of their bytes).
 """
 from __future__ import annotations
 
 import itertools
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal, get_args
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from annotated_types import Ge
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from lib.archive import resolve
 from lib.config import Checked
@@ -216,8 +218,9 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(self, batches: BucketBatchSampler, start_step: int = 0, stop_step: int | None = None,
-                 stride: int = 1):
+                 stride: int = 1, with_step: bool = False):
         self.batches = batches
+        self.with_step = with_step  # keys (index, epoch, step): a per-step transform in the worker needs the step
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.stride = stride
@@ -242,7 +245,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             step_epoch, pos = divmod(step, self.per_epoch)
             if step_epoch != epoch:
                 epoch, plan = step_epoch, self.batches.epoch_batches(step_epoch)
-            yield [(i, epoch) for i in plan[pos]]
+            yield [(i, epoch, step) if self.with_step else (i, epoch) for i in plan[pos]]
 
     def __len__(self) -> int:
         if self.stop_step is None:
@@ -255,10 +258,40 @@ def make_dataset(cfg: VideoLoaderConfig) -> SSv2ClipDataset:
     return SSv2ClipDataset(cfg.manifest, cfg.split, clip=cfg.clip, backend=cfg.backend, seed=cfg.seed)
 
 
-def _loader(cfg: VideoLoaderConfig, dataset: SSv2ClipDataset, sampler: StepBatchSampler) -> DataLoader:
+def _loader(cfg: VideoLoaderConfig, dataset: Dataset, sampler: StepBatchSampler,
+            collate_fn: Callable | None = None) -> DataLoader:
     extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": True} if cfg.num_workers > 0 else {}
     return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory,
-                      **extra)
+                      collate_fn=collate_fn, **extra)
+
+
+StepTransform = Callable[[int, dict], dict]  # (global step, collated batch) -> what the trainer's step reads
+
+
+class _StepKeyed(Dataset):
+    """A dataset read with ``(index, epoch, step)`` keys: each sample carries its batch's global step."""
+
+    def __init__(self, dataset: SSv2ClipDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[int, dict]:
+        index, epoch, step = key
+        return step, self.dataset[(index, epoch)]
+
+
+class _TransformCollate:
+    """Collate a batch, then apply ``transform(step, batch)`` where the batch was decoded (a worker, or the main
+    process without workers); picklable, so any worker start method carries it."""
+
+    def __init__(self, transform: StepTransform):
+        self.transform = transform
+
+    def __call__(self, samples: list[tuple[int, dict]]) -> tuple[int, dict]:
+        step = samples[0][0]
+        return step, self.transform(step, default_collate([sample for _, sample in samples]))
 
 
 def make_loader(cfg: VideoLoaderConfig, *, infinite: bool = False, start_step: int = 0,
@@ -280,7 +313,7 @@ def make_loader(cfg: VideoLoaderConfig, *, infinite: bool = False, start_step: i
 
 
 def iterate_steps(cfg: VideoLoaderConfig, steps: int, start_step: int = 0, *, rank: int = 0,
-                  world: int = 1) -> Iterator[tuple[int, dict]]:
+                  world: int = 1, transform: StepTransform | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(step, batch)`` for steps ``start_step .. steps-1``, crossing epochs as needed.
 
     Deterministic given ``cfg``: resuming with ``start_step=k`` yields the same batches (same items,
@@ -289,6 +322,9 @@ def iterate_steps(cfg: VideoLoaderConfig, steps: int, start_step: int = 0, *, ra
     Data parallel: with ``world`` processes, rank ``r``'s step ``s`` is global loader step
     ``s * world + r``, so the ranks together read the single-process sequence once, each batch on one
     rank, and the yielded ``step`` is that global index (seed per-batch randomness with it).
+
+    ``transform``: the batch is ``transform(step, collated batch)``, computed in the worker that decoded it;
+    a pure function of its arguments keeps all of the above true.
     """
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in [0, world={world})")
@@ -296,8 +332,16 @@ def iterate_steps(cfg: VideoLoaderConfig, steps: int, start_step: int = 0, *, ra
         return
     global_steps = range(start_step * world + rank, steps * world, world)
     dataset = make_dataset(cfg)
-    sampler = StepBatchSampler(_bucket_batches(cfg, dataset), global_steps.start, global_steps.stop, world)
-    yield from zip(global_steps, _loader(cfg, dataset, sampler), strict=True)
+    sampler = StepBatchSampler(_bucket_batches(cfg, dataset), global_steps.start, global_steps.stop, world,
+                               with_step=transform is not None)
+    if transform is None:
+        yield from zip(global_steps, _loader(cfg, dataset, sampler), strict=True)
+        return
+    for step, (loaded_step, batch) in zip(global_steps, _loader(cfg, _StepKeyed(dataset), sampler,
+                                                                _TransformCollate(transform)), strict=True):
+        if loaded_step != step:  # the sampler and this loop walk the same range: a mismatch is a bug here
+            raise RuntimeError(f"iterate_steps: loader gave step {loaded_step} where {step} was due")
+        yield step, batch
 
 
 def _bucket_batches(cfg: VideoLoaderConfig, dataset: SSv2ClipDataset) -> BucketBatchSampler:

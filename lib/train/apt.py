@@ -31,6 +31,7 @@ differentiate twice). Both are off by default (no gain on the CPU); see reports/
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,17 +209,28 @@ def make_data_fn(cfg: APTConfig, loader: VideoLoaderConfig,
     state = process_state()
     accum, total = cfg.train.grad_accum, cfg.train.steps * cfg.train.grad_accum
 
+    # crop and degradation (blur, noise, JPEG, codec round trips) run in the loader's workers, not in the process
+    # that feeds the GPU
+    pair = functools.partial(training_pair, seed=cfg.train.seed, crop=cfg.crop, degrade_cfg=cfg.degrade)
+
     def data(start_step: int) -> Iterator[dict[str, torch.Tensor]]:
-        for index, batch in iterate_steps(loader, total, start_step * accum, rank=state.process_index,
-                                          world=state.num_processes):
-            generator = micro_batch_generator(cfg.train.seed, index)
-            hq = random_crop(to_signed(batch["video"]), cfg.crop, generator)
-            out = {"hq": hq, "lq": degrade(hq, cfg.degrade, generator)}
+        for _, batch in iterate_steps(loader, total, start_step * accum, rank=state.process_index,
+                                      world=state.num_processes, transform=pair):
+            ids = batch.pop("id")
             if texts is not None:
-                out["text"] = stack_texts(texts, list(batch["id"]))
-            yield out
+                batch["text"] = stack_texts(texts, ids)
+            yield batch
 
     return data
+
+
+def training_pair(index: int, batch: Mapping[str, Any], *, seed: int, crop: int,
+                  degrade_cfg: DegradeConfig) -> dict[str, Any]:
+    """Global micro-batch ``index``'s ``{"hq", "lq", "id"}`` from its loader batch: a random ``crop`` of each clip
+    and its degradation, drawn from the micro-batch's own generator (:func:`micro_batch_generator`)."""
+    generator = micro_batch_generator(seed, index)
+    hq = random_crop(to_signed(batch["video"]), crop, generator)
+    return {"hq": hq, "lq": degrade(hq, degrade_cfg, generator), "id": list(batch["id"])}
 
 
 # ----------------------------------------------------------------------------- models and step
@@ -326,4 +338,4 @@ def make_trainer(cfg: APTConfig, loader: VideoLoaderConfig, *, texts: Mapping[st
 
 __all__ = ["APTConfig", "build_models", "center_crop", "clip_texts", "from_section",
            "loader_config", "make_data_fn", "make_step_fn", "make_trainer", "micro_batch_generator", "random_crop",
-           "run_fingerprint", "stack_texts", "to_channels_last_3d", "to_section", "to_signed"]
+           "run_fingerprint", "stack_texts", "to_channels_last_3d", "to_section", "to_signed", "training_pair"]

@@ -63,6 +63,27 @@ def test_data_is_a_function_of_the_step(manifest):
         assert torch.equal(x["hq"], y["hq"]) and torch.equal(x["lq"], y["lq"])
 
 
+@pytest.mark.parametrize("kind", ["simple", "realesrgan_video"])
+def test_pairs_made_in_loader_workers_equal_pairs_made_from_the_raw_batches(manifest, kind):
+    from dataclasses import replace
+
+    from lib.data.video_dataset import iterate_steps
+    from lib.train.apt import micro_batch_generator, random_crop, to_signed
+    from lib.video.degrade import degrade
+
+    cfg = from_section(tiny_section("x", degrade={"scale": 4, "kind": kind}))
+    loader = loader_config(cfg, manifest)
+    serial = list(make_data_fn(cfg, loader)(2))
+    workers = list(make_data_fn(cfg, replace(loader, num_workers=2, prefetch_factor=2))(2))
+    # the pairs made here from the loader's uint8 batches, as the trainer's process once made them
+    for (index, batch), one, other in zip(iterate_steps(loader, 6, 2), serial, workers, strict=True):
+        generator = micro_batch_generator(cfg.train.seed, index)
+        hq = random_crop(to_signed(batch["video"]), cfg.crop, generator)
+        lq = degrade(hq, cfg.degrade, generator)
+        for got in (one, other):
+            assert set(got) == {"hq", "lq"} and torch.equal(got["hq"], hq) and torch.equal(got["lq"], lq)
+
+
 def test_train_finite_checkpoints_and_exact_resume(tmp_path, manifest):
     cfg_a = from_section(tiny_section(tmp_path / "a"))
     trainer = make_trainer(cfg_a, loader_config(cfg_a, manifest))

@@ -1,5 +1,6 @@
 """Clip dataset, size-bucketed batches, step-based iteration: shapes, coverage, determinism, resume."""
 import json
+import os
 from dataclasses import replace
 
 import pandas as pd
@@ -199,3 +200,22 @@ def test_load_stable_config(tmp_path):
     path.write_text(json.dumps({"batch_size": 8}))
     with pytest.raises(ValueError, match="num_workers"):
         load_stable_config(path)
+
+
+def _mark(step, batch):
+    """A step transform: keeps the ids and the step it was called with, drops the frames (module level: picklable)."""
+    return {"step": step, "id": list(batch["id"]), "pid": os.getpid(), "frames": tuple(batch["video"].shape)}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_step_transform_sees_each_batch_with_its_global_step(manifest, workers):
+    cfg = replace(cfg_for(manifest), num_workers=workers)
+    plain = list(iterate_steps(cfg, 12, start_step=1))
+    for rank in (0, 1):
+        got = list(iterate_steps(cfg, 6, start_step=1, rank=rank, world=2, transform=_mark))
+        steps = [s for s, _ in got]
+        assert steps == [2 * s + rank for s in range(1, 6)] and [b["step"] for _, b in got] == steps
+        # the same batches as without the transform, each transformed where it was decoded
+        assert [b["id"] for _, b in got] == [list(b["id"]) for s, b in plain if s in steps]
+        assert all(b["frames"] == tuple(plain[s - 1][1]["video"].shape) for s, b in got)
+        assert all((b["pid"] != os.getpid()) == bool(workers) for _, b in got)
