@@ -72,6 +72,21 @@ def test_square_crop_spans_the_short_side_and_resizes():
     assert torch.allclose(levels, levels.round(), atol=1e-4)  # whole levels
 
 
+def test_squares_resized_in_uint8_are_within_one_level_of_a_float_resize():
+    import torch.nn.functional as F
+
+    video = torch.randint(0, 256, (2, 3, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    got = square_resize_crop(video, 12, torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    torch.randint(0, 1, (2,), generator=gen)  # the tops square_resize_crop draws first
+    lefts = torch.randint(0, 17, (2,), generator=gen).tolist()
+    crops = torch.stack([video[b, :, :, :, left:left + 40] for b, left in enumerate(lefts)]).float()
+    frames = F.interpolate(crops.transpose(1, 2).reshape(6, 3, 40, 40), size=(12, 12), mode="bilinear",
+                           align_corners=False, antialias=True)
+    expected = frames.reshape(2, 3, 3, 12, 12).transpose(1, 2) / 127.5 - 1
+    assert got.shape == expected.shape and float((got - expected).abs().max()) <= 1 / 127.5 + 1e-6
+
+
 def test_data_shapes_per_phase_and_resume_position(manifest, tmp_path):
     cfg = from_section(curriculum_section(tmp_path / "run"))
     data = make_data_fn(cfg, manifest)
