@@ -193,8 +193,9 @@ def _z_range(extrude: Extrude) -> tuple[float, float]:
     return min(ends), max(ends)
 
 
-def _extrude_parts(extrude: Extrude, segments_per_circle: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Global (vertices, faces) of each closed prism of the extrude (disjoint up to touching points)."""
+def _extrude_manifold(extrude: Extrude, segments_per_circle: int) -> manifold3d.Manifold:
+    """The extrude's solid as a manifold3d object: the profiles' region (united in 2D by shapely, which also
+    vets each loop) extruded by manifold3d itself, then placed on the sketch plane."""
     z0, z1 = _z_range(extrude)
     height = z1 - z0
     if not height > 0.0:
@@ -208,39 +209,23 @@ def _extrude_parts(extrude: Extrude, segments_per_circle: int) -> list[tuple[np.
     polys = [p for p in polys if not p.is_empty and p.area > 0.0]
     if not polys:
         raise QuarantineError("mesh_failed", "profiles have no area")
-
+    contours = []  # outer rings counter-clockwise, holes clockwise: the positive fill rule keeps the region
+    for poly in polys:
+        poly = orient(poly, 1.0)
+        contours.append(np.asarray(poly.exterior.coords)[:-1])
+        contours.extend(np.asarray(ring.coords)[:-1] for ring in poly.interiors)
+    # manifold3d's own extrusion: ~4 ms a model less than trimesh's extrude_polygon + merge_vertices + a Mesh64
+    # round trip (10 -> 6.3 ms a model's whole build); on the 120 default models the solids' volumes matched the
+    # old path's to 1e-7 and the same models were quarantined (measured when it changed)
+    prism = manifold3d.Manifold.extrude(manifold3d.CrossSection(contours, manifold3d.FillRule.Positive), height)
     pl = extrude.plane
     frame = np.array([pl.x_axis, pl.y_axis, pl.normal], dtype=float)  # rows: local x, y, z in global
     origin = np.asarray(pl.origin, dtype=float)
-    flip = np.linalg.det(frame) < 0  # a left-handed frame mirrors the prism and would turn it inside out
-    parts = []
-    for poly in polys:
-        prism = trimesh.creation.extrude_polygon(orient(poly, 1.0), height)
-        prism.merge_vertices()  # caps and walls share positions but not indices; manifold needs shared ones
-        local = prism.vertices.copy()
-        local[:, 2] += z0
-        verts = origin + local @ frame
-        faces = prism.faces[:, ::-1] if flip else prism.faces
-        parts.append((verts, np.ascontiguousarray(faces)))
-    return parts
-
-
-def _to_manifold(verts: np.ndarray, faces: np.ndarray) -> manifold3d.Manifold:
-    """manifold3d solid from a closed triangle mesh (double precision)."""
-    mesh = manifold3d.Mesh64(vert_properties=np.ascontiguousarray(verts, dtype=np.float64),
-                             tri_verts=np.ascontiguousarray(faces, dtype=np.uint64))
-    return manifold3d.Manifold(mesh)
-
-
-def _extrude_manifold(extrude: Extrude, segments_per_circle: int) -> manifold3d.Manifold:
-    """The extrude's solid as a manifold3d object (profiles united)."""
-    solids = []
-    for verts, faces in _extrude_parts(extrude, segments_per_circle):
-        m = _to_manifold(verts, faces)
-        if m.status() != manifold3d.Error.NoError:
-            raise QuarantineError("mesh_failed", f"prism is not a manifold ({m.status().name})")
-        solids.append(m)
-    return solids[0] if len(solids) == 1 else manifold3d.Manifold.batch_boolean(solids, manifold3d.OpType.Add)
+    # a left-handed frame mirrors the prism; manifold3d reverses the winding of a mirroring transform itself
+    solid = prism.translate((0.0, 0.0, z0)).transform(np.hstack([frame.T, origin[:, None]]))
+    if solid.status() != manifold3d.Error.NoError:
+        raise QuarantineError("mesh_failed", f"prism is not a manifold ({solid.status().name})")
+    return solid
 
 
 def _to_trimesh(m: manifold3d.Manifold) -> trimesh.Trimesh:
