@@ -203,6 +203,8 @@ def save_png(path: str | Path, image: np.ndarray, compress_level: int = 6) -> Pa
     ``path``."""
     path = Path(path)
     data = encode_png(image, compress_level)
+    # not lib.io.atomic_write_bytes: its fsync per file would cost a shard three syncs a model; the shard's own
+    # file, written last, is what says its images are complete
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
     return path

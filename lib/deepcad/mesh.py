@@ -1,9 +1,10 @@
 """Triangle meshes of DeepCAD construction sequences: sketch loops -> polygons -> prisms -> booleans.
 
-Each extrude's profiles are polygonised in the sketch plane's local frame, extruded with
-``trimesh.creation.extrude_polygon``, placed in 3D through the plane, and combined with the body so far
-by manifold3d (exact, robust booleans that always return a manifold). Anything that does not give a
-watertight solid of positive volume raises ``QuarantineError("mesh_failed", ...)`` naming the extrude step.
+Each extrude's profiles are polygonised in the sketch plane's local frame (shapely), extruded by manifold3d
+(``Manifold.extrude`` of a ``CrossSection``), placed in 3D through the plane, and combined with the body so far
+by manifold3d (exact, robust booleans that always return a manifold); trimesh holds the final mesh. Anything
+that does not give a watertight solid of positive volume raises ``QuarantineError("mesh_failed", ...)`` naming
+the extrude step.
 """
 from __future__ import annotations
 
