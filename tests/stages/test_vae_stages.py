@@ -110,3 +110,29 @@ def test_curriculum_section_rejects_a_top_level_batch_size(tmp_path):
     proc = run_stage_module("train_curriculum", [], tmp_path)
     assert proc.returncode == 1
     assert "train_curriculum.batch_size: set by each curriculum phase (batch_size)" in proc.stderr
+
+
+def test_eval_vae_needs_no_audio_library_when_the_audio_trainer_is_null(tmp_path):
+    """The GPU machine's image has no librosa, soundfile or soxr; a video-only run's params null train_audio_vae,
+    and eval_vae must then not import the audio evaluator (a GPU run once died there after training)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "p.yaml").write_text("train_audio_vae: null\n")
+    code = ("import json, sys\n"
+            "for m in ('librosa', 'soundfile', 'soxr'):\n"
+            "    sys.modules[m] = None  # import of it now fails\n"
+            "from stages.eval_vae import evaluate_audio\n"
+            "metrics, section = evaluate_audio(sys.argv[1], 'unused')\n"
+            "print(json.dumps([metrics, section]))\n")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.yaml")], cwd=repo, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    metrics, section = json.loads(proc.stdout)
+    assert metrics == {"skipped": "train_audio_vae is null"} and "Not evaluated" in section
+    (tmp_path / "p.yaml").write_text("train_audio_vae: {}\n")  # a real section: the audio evaluator is imported
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.yaml")], cwd=repo, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr
