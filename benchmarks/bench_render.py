@@ -8,8 +8,10 @@ for ``--cores`` cores:
   in-process  the same per-model work in one process (one renderer, one llvmpipe thread), no Snakemake
   bare        only ViewRenderer.render over meshes built beforehand: the renderer's ceiling on those cores, the
               best of one process with one llvmpipe thread per core and one single-threaded process per core
-The ratio snakemake / bare on the same cores is the issue's figure (goal >= 0.8). Each bare or in-process figure
-runs in its own process so LP_NUM_THREADS (llvmpipe's thread count, read when the GL context starts) applies.
+The ratio snakemake / bare on the same cores is the issue's figure (goal >= 0.8). Each figure runs pinned to its
+cores (``os.sched_setaffinity``, inherited by every process it starts; in-process on one), so "1 core" is one core
+for both sides. Each bare or in-process figure runs in its own process so LP_NUM_THREADS (llvmpipe's thread count,
+read when the GL context starts) applies.
 ``--png-levels`` runs the snakemake and in-process figures once per ``render_deepcad.png_compress_level``, one
 after the other on the same cores and the same models, so levels compare within one run (runs hours apart on
 one machine have differed by more than the effect); the bare loop writes no PNG and runs once per core count.
@@ -79,6 +81,21 @@ def parallel(mode: str, root: Path, procs: int, lp_threads: int, out: Path, png_
     return max(times)
 
 
+@contextlib.contextmanager
+def pinned(cores: int):
+    """Run the block, and every process it starts, on ``cores`` CPUs only: without it a "1 core" figure lets the
+    stage's PNG-writer thread (zlib frees the GIL) use an idle second core that the bare loop, which writes
+    nothing, has no use for."""
+    before = os.sched_getaffinity(0)
+    if len(before) < cores:
+        raise SystemExit(f"--cores {cores}: this process may use only {len(before)} CPU(s)")
+    os.sched_setaffinity(0, sorted(before)[:cores])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         mode, root, start, step, out, level = sys.argv[2:8]
@@ -107,17 +124,20 @@ def main() -> None:
 
         rows = []
         for cores in sorted({1, args.cores}):
-            bare_one = parallel("bare", root, 1, cores, tmp)  # one process, llvmpipe on every core
-            bare_many = parallel("bare", root, cores, 1, tmp) if cores > 1 else bare_one
+            with pinned(cores):
+                bare_one = parallel("bare", root, 1, cores, tmp)  # one process, llvmpipe on every core
+                bare_many = parallel("bare", root, cores, 1, tmp) if cores > 1 else bare_one
             bare = min(bare_one, bare_many)
             for level in levels:
                 set_params(clone, {"render_deepcad": {"png_compress_level": level}})
                 shutil.rmtree(clone / "data/processed", ignore_errors=True)
                 shutil.rmtree(clone / ".snakemake", ignore_errors=True)
-                t = time.perf_counter()
-                run(["snakemake", "render_deepcad", "--cores", str(cores), "--nolock", "--quiet", "all"], clone)
-                snake = time.perf_counter() - t
-                inproc = parallel("inproc", root, 1, 1, tmp, level)
+                with pinned(cores):
+                    t = time.perf_counter()
+                    run(["snakemake", "render_deepcad", "--cores", str(cores), "--nolock", "--quiet", "all"], clone)
+                    snake = time.perf_counter() - t
+                with pinned(1):
+                    inproc = parallel("inproc", root, 1, 1, tmp, level)
                 print(f"cores {cores}, PNG level {level}: snakemake {n / snake:.1f}, in-process {n / inproc:.1f}, "
                       f"bare {n / bare:.1f} views/s", flush=True)
                 rows.append({"cores": cores, "png_level": level, "snakemake_views_per_s": n / snake,

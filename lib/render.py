@@ -141,9 +141,10 @@ EDGE_COLOR = (40, 44, 52)
 EDGE_DEPTH_STEP = 0.02
 
 
-def depth_edges(depth: np.ndarray, step: float = EDGE_DEPTH_STEP) -> np.ndarray:
-    """Return a bool mask of foreground pixels next to a depth jump larger than ``step`` or to background."""
-    fg = depth > 0
+def depth_edges(depth: np.ndarray, step: float = EDGE_DEPTH_STEP, fg: np.ndarray | None = None) -> np.ndarray:
+    """Return a bool mask of foreground pixels next to a depth jump larger than ``step`` or to background.
+    ``fg``: ``depth > 0`` when the caller has it already."""
+    fg = depth > 0 if fg is None else fg
     edges = np.zeros_like(fg)
     for axis in (0, 1):
         d = np.diff(depth, axis=axis)
@@ -250,6 +251,7 @@ class ViewRenderer:
         self._fill_local = self._light_rotation(_FILL_DIR)
         self._mesh_node = None
         self._renderer = pyrender.OffscreenRenderer(self.size, self.size)
+        self.foreground: dict[str, float] = {}  # the last render's share of mesh pixels per view (see render)
 
     @staticmethod
     def _light_rotation(toward_light) -> np.ndarray:
@@ -289,17 +291,24 @@ class ViewRenderer:
         self._mesh_node = self._scene.add(pm)
 
     def render(self, mesh: trimesh.Trimesh) -> dict[str, np.ndarray]:
-        """Return ``{view: uint8 RGB [size, size, 3]}`` for ``mesh`` (any scale, any position)."""
+        """Return ``{view: uint8 RGB [size, size, 3]}`` for ``mesh`` (any scale, any position).
+
+        Also sets :attr:`foreground`, ``{view: share of pixels the mesh covers}``, from the depth buffer, without
+        another pass over the image: a colour :func:`silhouette` finds these pixels and the antialiased rim.
+        """
         if self._renderer is None:
             raise RuntimeError("renderer is closed")
         self._set_mesh(mesh)
         out: dict[str, np.ndarray] = {}
+        self.foreground = {}
         for view in self.views:
             self._set_view(view)
             color, depth = self._renderer.render(self._scene, flags=self._pyrender.RenderFlags.SKIP_CULL_FACES)
             image = np.array(color[..., :3], dtype=np.uint8)
-            image[depth_edges(depth)] = EDGE_COLOR
+            fg = depth > 0
+            image[depth_edges(depth, fg=fg)] = EDGE_COLOR
             out[view] = image
+            self.foreground[view] = float(np.count_nonzero(fg)) / fg.size
         return out
 
     def close(self) -> None:

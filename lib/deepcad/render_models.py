@@ -18,7 +18,7 @@ import pandas as pd
 from annotated_types import Ge, Interval
 
 from lib.config import Checked
-from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, model_path
+from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS
 from lib.deepcad.layout import DeepCADSource as DeepCADSource  # re-exported: the fan-out names its source here
 from lib.io import DataError, SafeRoot, UnsafePathError, atomic_path, read_json, remove_unlisted
 from lib.quarantine import QuarantineEntry, QuarantineError
@@ -134,6 +134,7 @@ class ModelRenderer:
         self.renderer = ViewRenderer(size=cfg.image_size, views=tuple(cfg.views))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-writes")
         self._pending: deque[Future] = deque()
+        self._root: SafeRoot | None = None
 
     def close(self) -> None:
         """Finish every pending write (raising the first error: the shard is then not written), release the GL
@@ -153,15 +154,16 @@ class ModelRenderer:
         from lib.deepcad.mesh import build_mesh
         from lib.deepcad.normalize import normalize
         from lib.deepcad.parse import load_model
-        from lib.render import save_png, silhouette
+        from lib.render import save_png
 
-        seq = load_model(model_path(root, item.id))
+        if self._root is None or self._root.root != Path(root) / CAD_JSON_DIR:  # resolved once, not once a model
+            self._root = SafeRoot(Path(root) / CAD_JSON_DIR)
+        seq = load_model(self._root.join(f"{item.id}.json"))  # model_path's checks
         norm = normalize(seq, size=self.cfg.normalize_size)
         code = to_code(norm, decimals=self.cfg.code_decimals)
         mesh = build_mesh(norm)
         images = self.renderer.render(mesh)
-        background = self.renderer.background
-        fg = {v: float(silhouette(img, background).mean()) for v, img in images.items()}
+        fg = self.renderer.foreground
         blank = [v for v, f in fg.items() if f < self.cfg.min_foreground]
         if blank:
             raise QuarantineError("blank_render", ", ".join(f"{v}: {fg[v]:.4%} foreground" for v in blank)

@@ -57,6 +57,21 @@ def test_images_shape_and_framing_match_projected_extent(renderer, make):
         assert abs((x0 + x1) / 2 - SIZE / 2) <= 1.5 and abs((y0 + y1) / 2 - SIZE / 2) <= 1.5, view
 
 
+@pytest.mark.parametrize("make", [box, cylinder], ids=["box", "cylinder"])
+def test_foreground_from_depth_equals_the_colour_silhouette(renderer, make):
+    images = renderer.render(make())
+    assert set(renderer.foreground) == set(images)
+    for view, img in images.items():
+        mask = silhouette(img, BG)
+        inner = mask.copy()  # the silhouette less its one-pixel rim, where antialiasing blends colour into background
+        inner[1:] &= mask[:-1]
+        inner[:-1] &= mask[1:]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        assert inner.mean() <= renderer.foreground[view] <= mask.mean(), view
+        assert renderer.foreground[view] == pytest.approx(mask.mean(), rel=0.05), view
+
+
 def test_box_orientation_per_view():
     # (2, 1, 0.5) box: long side horizontal in front and top; right view shows the 1.0 side by 0.5
     m = box()
