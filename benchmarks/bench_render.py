@@ -5,6 +5,8 @@
 Runs in a temporary copy of the working tree on synthetic DeepCAD models. Figures, side by side, for 1 core and
 for ``--cores`` cores:
   snakemake   the whole fan-out: job start-up, parse, CAD code, mesh, render, PNG + mesh writes, merge
+  shard jobs  the same run's shard jobs only (Snakemake's per-job ``benchmark:`` wall time, summed, over the cores):
+              what a run of many shards approaches, where Snakemake's start, DAG and merge are spent once
   in-process  the same per-model work in one process (one renderer, one llvmpipe thread), no Snakemake
   bare        only ViewRenderer.render over meshes built beforehand: the renderer's ceiling on those cores, the
               best of one process with one llvmpipe thread per core and one single-threaded process per core
@@ -81,6 +83,19 @@ def parallel(mode: str, root: Path, procs: int, lp_threads: int, out: Path, png_
     return max(times)
 
 
+def shard_job_seconds(logs: Path, shards: int) -> float:
+    """Total wall seconds of the run's shard jobs, from Snakemake's ``benchmark:`` record of each (start-up
+    included); raises if a job's record is missing."""
+    files = sorted(logs.glob("shard-*.benchmark.tsv"))
+    if len(files) != shards:
+        raise RuntimeError(f"{logs}: {len(files)} shard benchmark records, expected {shards}")
+    total = 0.0
+    for f in files:
+        header, values = f.read_text().splitlines()[:2]
+        total += float(values.split("\t")[header.split("\t").index("s")])
+    return total
+
+
 @contextlib.contextmanager
 def pinned(cores: int):
     """Run the block, and every process it starts, on ``cores`` CPUs only: without it a "1 core" figure lets the
@@ -132,28 +147,33 @@ def main() -> None:
                 set_params(clone, {"render_deepcad": {"png_compress_level": level}})
                 shutil.rmtree(clone / "data/processed", ignore_errors=True)
                 shutil.rmtree(clone / ".snakemake", ignore_errors=True)
+                shutil.rmtree(clone / "logs/render_deepcad", ignore_errors=True)
                 with pinned(cores):
                     t = time.perf_counter()
                     run(["snakemake", "render_deepcad", "--cores", str(cores), "--nolock", "--quiet", "all"], clone)
                     snake = time.perf_counter() - t
+                jobs_s = shard_job_seconds(clone / "logs/render_deepcad", args.shards)
                 with pinned(1):
                     inproc = parallel("inproc", root, 1, 1, tmp, level)
                 print(f"cores {cores}, PNG level {level}: snakemake {n / snake:.1f}, in-process {n / inproc:.1f}, "
                       f"bare {n / bare:.1f} views/s", flush=True)
                 rows.append({"cores": cores, "png_level": level, "snakemake_views_per_s": n / snake,
+                             "shard_jobs_s": jobs_s, "shard_jobs_views_per_s": n * cores / jobs_s,
+                             "shard_jobs_ratio": bare * cores / jobs_s,
                              "inprocess_views_per_s": n / inproc, "bare_one_process_views_per_s": n / bare_one,
                              "bare_process_per_core_views_per_s": n / bare_many, "bare_views_per_s": n / bare,
                              "ratio": bare / snake})
 
     print(f"{args.count} models x {views} views = {n} views, 512x512, {args.shards} shards")
-    print(f"{'cores':>5} {'png':>4} {'snakemake':>10} {'in-process':>11} {'bare 1 proc':>12} {'bare/core':>10} "
-          f"{'ratio':>6}")
+    print(f"{'cores':>5} {'png':>4} {'snakemake':>10} {'shard jobs':>11} {'in-process':>11} {'bare 1 proc':>12} "
+          f"{'bare/core':>10} {'ratio':>6} {'jobs ratio':>11}")
     for r in rows:
         print(f"{r['cores']:>5} {r['png_level']:>4} {r['snakemake_views_per_s']:10.1f} "
-              f"{r['inprocess_views_per_s']:11.1f} "
+              f"{r['shard_jobs_views_per_s']:11.1f} {r['inprocess_views_per_s']:11.1f} "
               f"{r['bare_one_process_views_per_s']:12.1f} {r['bare_process_per_core_views_per_s']:10.1f} "
-              f"{r['ratio']:6.2f}")
-    print("views/s; ratio = snakemake / the best bare figure on the same cores; in-process: one core")
+              f"{r['ratio']:6.2f} {r['shard_jobs_ratio']:11.2f}")
+    print("views/s; ratio = snakemake / the best bare figure on the same cores; shard jobs: views over the jobs' "
+          "summed wall time / cores; in-process: one core")
     if args.json:
         Path(args.json).write_text(json.dumps({"models": args.count, "views": n, "shards": args.shards,
                                                "png_levels": levels, "rows": rows}, indent=2) + "\n")

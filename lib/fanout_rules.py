@@ -35,6 +35,8 @@ class FanOutRules:
         if fanout.archived(self.cfg):  # lib.shards.archive_name: the shard's output files, packed
             self.shard_output.append(f"{out}/{ARCHIVE_DIR}/shard-{{index}}-{{digest}}.zip")
         self.shard_log = f"{logs}/shard-{{index}}-{{digest}}.log"
+        # Snakemake's `benchmark:` record of each shard job: wall s, max RSS, CPU time (what a job costs at scale)
+        self.shard_benchmark = f"{logs}/shard-{{index}}-{{digest}}.benchmark.tsv"
         self.plan_output, self.plan_log = f"{out}/{SHARD_DIR}/plan-{{digest}}.json", f"{logs}/plan-{{digest}}.log"
         self.merge_log = f"{logs}/merge.log"
 

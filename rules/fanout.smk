@@ -1,7 +1,7 @@
 # One rule template for every sharded stage (lib.shards.FanOut): SSv2 ingestion and DeepCAD rendering.
 # For each fan-out, with <p> its rule prefix (ssv2, deepcad):
 #   <stage>     the target users type (ingest_ssv2, render_deepcad): the merged outputs and the plan's files
-#   <p>_shard   one shard: <out>/shards/shard-00003-<digest>.parquet
+#   <p>_shard   one shard: <out>/shards/shard-00003-<digest>.parquet (its log and a benchmark .tsv under logs/)
 #   <p>_plan    the plan record <out>/shards/plan-<digest>.json, which the merge waits for
 #   <p>_merge   verifies the plan's shards and writes the stage's outputs
 # A digest covers the shard's items, the settings and the stage's code (lib.shards), so a shard reruns
@@ -52,6 +52,8 @@ for fan in FANOUTS:
             params_file=PARAMS_FILE,
         log:
             fan.shard_log,
+        benchmark:
+            fan.shard_benchmark
         threads: 1
         resources:
             mem_mb=fan.fanout.mem_mb,

@@ -33,6 +33,8 @@ def test_dry_run_then_real_run_on_three_models(deepcad_clone):
     out = clone / "data/processed/deepcad_render"
     logs = [p.read_text() for p in sorted((clone / "logs/render_deepcad").glob("shard-*.log"))]
     assert len(logs) == 2 and all("item(s) from the run's plan" in t for t in logs)  # planned once, not per job
+    benches = [pd.read_csv(p, sep="\t") for p in sorted((clone / "logs/render_deepcad").glob("shard-*.benchmark.tsv"))]
+    assert len(benches) == 2 and all(len(b) == 1 and b["s"].iloc[0] > 0 and b["max_rss"].iloc[0] > 0 for b in benches)
     assert not [p for p in (out / "shards").rglob(".slices/*")]  # the merge removed the slices
     models = pd.read_parquet(out / "models.parquet")
     assert sorted(models["id"]) == ids
