@@ -24,7 +24,7 @@ from pathlib import Path
 from lib.bench.loader_bench import stable_loader
 from lib.cli import run_stage, stage_parser
 from lib.config import from_dict, read_params
-from lib.eval import AUDIO_NOT_EVALUATED
+from lib.eval import audio_not_evaluated
 from lib.eval.video_vae import EvalVAEConfig, evaluate_video_vae
 from lib.io import atomic_write_json, atomic_write_text
 
@@ -53,7 +53,7 @@ def evaluate_audio(params_path: str, report_dir: Path) -> tuple[dict, str]:
     """The audio section. Its evaluator is imported only when ``train_audio_vae`` is set: it needs librosa,
     soundfile and soxr, which a video-only install (the GPU machine's image) does not have."""
     if read_params(params_path).get("train_audio_vae") is None:
-        return AUDIO_NOT_EVALUATED
+        return audio_not_evaluated()
     from lib.eval.audio_vae import evaluate_audio_vae
     return evaluate_audio_vae(params_path, report_dir)
 

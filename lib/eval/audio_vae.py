@@ -41,7 +41,7 @@ from annotated_types import Ge
 from lib.audio.features import LogMel, MelConfig, log_spectral_distance, mel_to_audio
 from lib.audio.folder import AudioFolderConfig, load_audio, scan_audio_folder
 from lib.config import Checked, ConfigError, load_section, read_params
-from lib.eval import AUDIO_NOT_EVALUATED
+from lib.eval import audio_not_evaluated
 from lib.io import DataError
 from lib.losses.vae import kl_divergence
 from lib.models.audio_vae import AudioVAE
@@ -233,7 +233,7 @@ def evaluate_audio_vae(params_path: str | Path, report_dir: Path) -> tuple[dict,
     params_path, report_dir = Path(params_path), Path(report_dir)
     section = read_params(params_path).get("train_audio_vae")
     if section is None:  # as for the video trainers: a null section is not evaluated (e.g. a GPU video-only run)
-        return AUDIO_NOT_EVALUATED
+        return audio_not_evaluated()
     cfg = from_section(section, f"{params_path}: train_audio_vae")
     folder = load_section(params_path, "audio", AudioFolderConfig)
     ev = load_section(params_path, "eval_audio_vae", EvalAudioVAEConfig)
