@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.io import safe_join
+from lib.io import SafeRoot
 
 CAD_JSON_DIR = "cad_json"
 SPLIT_FILE = "train_val_test_split.json"
@@ -20,6 +20,19 @@ class DeepCADSource:
     listing: str = "data/interim/listings/deepcad.tsv"
 
 
+class ModelPaths:
+    """:func:`model_path` for many ids under one root, each folder resolved once (``lib.io.SafeRoot``): a plan or a
+    shard of hundreds of models would otherwise resolve the root again for every one."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._safe = SafeRoot(self.root / CAD_JSON_DIR)
+
+    def __call__(self, model_id: str) -> Path:
+        """Return ``<root>/cad_json/<folder>/<id>.json`` for ``"folder/id"``; raises UnsafePathError on escape."""
+        return self._safe.join(f"{model_id}.json")
+
+
 def model_path(root: str | Path, model_id: str) -> Path:
     """Return ``<root>/cad_json/<folder>/<id>.json`` for ``"folder/id"``; raises UnsafePathError on escape."""
-    return safe_join(Path(root) / CAD_JSON_DIR, f"{model_id}.json")
+    return ModelPaths(root)(model_id)

@@ -18,9 +18,9 @@ import pandas as pd
 from annotated_types import Ge, Interval
 
 from lib.config import Checked
-from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS
+from lib.deepcad.layout import CAD_JSON_DIR, SPLIT_FILE, SPLITS, ModelPaths
 from lib.deepcad.layout import DeepCADSource as DeepCADSource  # re-exported: the fan-out names its source here
-from lib.io import DataError, SafeRoot, UnsafePathError, atomic_path, read_json, remove_unlisted
+from lib.io import DataError, UnsafePathError, atomic_path, read_json, remove_unlisted
 from lib.quarantine import QuarantineEntry, QuarantineError
 from lib.shards import ARCHIVE_COLUMN, FanOut, ShardPlan, natural_key, result_counts, shard_of
 from lib.shards import QUARANTINE as QUARANTINE  # re-exported: readers of the outputs name them from here
@@ -88,7 +88,7 @@ def plan_render(root: str | Path, shards: int) -> RenderPlan:
     listed = Counter(str(i) for ids in splits.values() for i in ids)
     quarantine: list[QuarantineEntry] = []
     items: list[PlannedModel] = []
-    guard = SafeRoot(root / CAD_JSON_DIR)  # model_path's checks, each folder resolved once
+    path_of = ModelPaths(root)
     for split in SPLITS:
         for model_id in map(str, splits.get(split, [])):
             rel = f"{CAD_JSON_DIR}/{model_id}.json"
@@ -97,7 +97,7 @@ def plan_render(root: str | Path, shards: int) -> RenderPlan:
                                                   f"listed {listed[model_id]} times in {SPLIT_FILE}", split))
                 continue
             try:
-                path = guard.join(f"{model_id}.json")
+                path = path_of(model_id)
             except UnsafePathError as err:
                 quarantine.append(QuarantineEntry(model_id, rel, "path_escape", str(err), split))
                 continue
@@ -134,7 +134,7 @@ class ModelRenderer:
         self.renderer = ViewRenderer(size=cfg.image_size, views=tuple(cfg.views))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-writes")
         self._pending: deque[Future] = deque()
-        self._root: SafeRoot | None = None
+        self._paths: ModelPaths | None = None
 
     def close(self) -> None:
         """Finish every pending write (raising the first error: the shard is then not written), release the GL
@@ -156,9 +156,9 @@ class ModelRenderer:
         from lib.deepcad.parse import load_model
         from lib.render import save_png
 
-        if self._root is None or self._root.root != Path(root) / CAD_JSON_DIR:  # resolved once, not once a model
-            self._root = SafeRoot(Path(root) / CAD_JSON_DIR)
-        seq = load_model(self._root.join(f"{item.id}.json"))  # model_path's checks
+        if self._paths is None or self._paths.root != Path(root):
+            self._paths = ModelPaths(root)
+        seq = load_model(self._paths(item.id))
         norm = normalize(seq, size=self.cfg.normalize_size)
         code = to_code(norm, decimals=self.cfg.code_decimals)
         mesh = build_mesh(norm)
