@@ -86,16 +86,30 @@ class EvalAPTConfig(Checked):
 # ----------------------------------------------------------------------------- metrics
 
 
+# Elements of float64 scratch a metric holds at once: scoring whole 1024 px x 49 frame clips in one float64 pass
+# took tens of GiB per temporary (eval_vae was killed by the host's OOM killer on the GPU machine).
+METRIC_CHUNK_ELEMENTS = 1 << 25
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Return the PSNR in dB of each clip ``[B, ...]`` (MSE over all its elements); inf where equal."""
-    mse = (x.double() - y.double()).square().flatten(1).mean(1)
-    return 10 * torch.log10(data_range**2 / mse)
+    """Return the PSNR in dB of each clip ``[B, ...]`` (MSE over all its elements, in float64, a slice of
+    :data:`METRIC_CHUNK_ELEMENTS` at a time); inf where equal."""
+    if x.shape != y.shape:
+        raise ValueError(f"psnr: need two tensors of one shape, got {list(x.shape)}, {list(y.shape)}")
+    xf, yf = x.reshape(len(x), -1), y.reshape(len(y), -1)
+    sse = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    for i in range(0, xf.shape[1], METRIC_CHUNK_ELEMENTS):
+        sl = slice(i, i + METRIC_CHUNK_ELEMENTS)
+        sse += (xf[:, sl].double() - yf[:, sl].double()).square().sum(1)
+    return 10 * torch.log10(data_range**2 / (sse / xf.shape[1]))
 
 
 def ssim_frames(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Return the SSIM of each frame pair ``[N, C, H, W]`` -> ``[N]`` (Gaussian window, mean over channels).
 
-    Needs ``H, W >= 11``. Statistics use the Gaussian-weighted (population) moments, as in Wang et al. 2004.
+    Needs ``H, W >= 11``. Statistics use the Gaussian-weighted (population) moments, as in Wang et al. 2004. The
+    window is separable, so it is applied as two 11-tap passes; frames are scored a batch at a time (each
+    frame's SSIM is its own), so memory stays bounded at any clip size.
     """
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError("ssim_frames: need two [N, C, H, W] tensors of one shape, "
@@ -103,18 +117,23 @@ def ssim_frames(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> to
     if min(x.shape[-2:]) < SSIM_TAPS:
         raise ValueError(f"ssim_frames: frames must be >= {SSIM_TAPS} px a side, got {list(x.shape[-2:])}")
     n, c, h, w = x.shape
-    k = _ssim_taps()
-    win = (k[:, None] * k[None, :])[None, None]  # [1, 1, 11, 11]
-    x, y = x.double().reshape(n * c, 1, h, w), y.double().reshape(n * c, 1, h, w)
+    k = _ssim_taps().to(x.device)
+    rows, cols = k.view(1, 1, SSIM_TAPS, 1), k.view(1, 1, 1, SSIM_TAPS)
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, win)
+        return F.conv2d(F.conv2d(t, rows), cols)
 
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    ssim_map = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return ssim_map.reshape(n, c, -1).mean(dim=(1, 2))
+    per = max(1, METRIC_CHUNK_ELEMENTS // (c * h * w))  # frames a batch
+    out = []
+    for i in range(0, n, per):
+        xb = x[i:i + per].double().reshape(-1, 1, h, w)
+        yb = y[i:i + per].double().reshape(-1, 1, h, w)
+        mx, my = blur(xb), blur(yb)
+        vx, vy, cxy = blur(xb * xb) - mx**2, blur(yb * yb) - my**2, blur(xb * yb) - mx * my
+        ssim_map = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        out.append(ssim_map.reshape(-1, c, ssim_map.shape[-2] * ssim_map.shape[-1]).mean(dim=(1, 2)))
+    return torch.cat(out)
 
 
 def _ssim_taps() -> torch.Tensor:

@@ -33,7 +33,9 @@ Models run on the GPU when one is visible, else on the CPU. Outputs: ``strip_<st
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,8 @@ from lib.ssv2.ingest import IngestSSv2Config
 from lib.train.checkpoint import load_trained
 from lib.train.video_vae import MODEL, VideoVAETrainConfig, from_section, kl_per_element, validation_clips
 from lib.video.degrade import to_unit
+
+log = logging.getLogger(__name__)
 
 TRAINERS = ("train_video_vae", "train_curriculum")  # params sections (and DVC stages) of video VAE trainers
 
@@ -208,7 +212,9 @@ def evaluate_model(model: VideoVAE, clips: Mapping[tuple[int, int], torch.Tensor
     outputs: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
     for (res, frames), x in clips.items():
         plan = plans.get((res, frames), InferencePlan())
+        t0 = time.perf_counter()
         x_hat, kl = reconstruct(model, x, batch_size, plan)
+        t1 = time.perf_counter()
         entry: dict[str, Any] = {"vae": {**_score(x_hat, x), "kl_per_element": kl,
                                          "values_per_element": values_per_element(res, frames, cfg,
                                                                                   cfg.latent_channels,
@@ -223,6 +229,9 @@ def evaluate_model(model: VideoVAE, clips: Mapping[tuple[int, int], torch.Tensor
                            "values_per_element": values_per_element(res, frames, cfg, cfg.in_channels, side)}
             outs[name] = y
         entry["psnr_gain_db"] = entry["vae"]["psnr"] - entry["bicubic_values"]["psnr"]
+        log.info("%s: %d clips, VAE %.2f dB vs bicubic %.2f dB (%+.2f); reconstruct %.1f s, the rest %.1f s",
+                 point_name(res, frames), len(x), entry["vae"]["psnr"], entry["bicubic_values"]["psnr"],
+                 entry["psnr_gain_db"], t1 - t0, time.perf_counter() - t1)
         metrics[point_name(res, frames)] = entry
         outputs[(res, frames)] = outs
     return metrics, outputs

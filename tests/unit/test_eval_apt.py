@@ -198,6 +198,22 @@ def _structured_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+def test_psnr_and_ssim_in_slices_equal_one_pass(monkeypatch):
+    """Scored a few elements (psnr) or one frame (ssim) at a time, the metrics equal the one-pass figures: the
+    slicing that keeps 1024 px x 49 frame clips in memory changes nothing but the summation order."""
+    import lib.eval.apt as apt
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 5, 16, 20, generator=g)
+    y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    whole_psnr, whole_ssim = psnr(x, y), ssim(x, y)
+    monkeypatch.setattr(apt, "METRIC_CHUNK_ELEMENTS", 7)  # psnr: slices of 7 of 4,800; ssim: one frame a batch
+    torch.testing.assert_close(psnr(x, y), whole_psnr, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ssim(x, y), whole_ssim, rtol=0, atol=1e-12)
+    mse = ((x.double() - y.double()) ** 2).flatten(1).mean(1)  # independent of the slicing code
+    torch.testing.assert_close(whole_psnr, -10 * torch.log10(mse), rtol=0, atol=1e-10)
+
+
 def test_psnr_and_ssim_equal_scikit_image():
     """Our SSIM is skimage's ``structural_similarity(gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=1)``: its Gaussian filter (truncate 3.5 -> radius 5 = our 11 taps)

@@ -151,6 +151,19 @@ def test_encode_png_round_trips_through_pillow(shape, level):
     assert np.array_equal(np.asarray(decoded).reshape(shape), img)
 
 
+def test_encode_png_filters_each_row_after_the_first_against_the_row_above():
+    import zlib
+
+    row = np.random.default_rng(0).integers(0, 256, (1, 64, 3), dtype=np.uint8)
+    img = np.repeat(row, 40, axis=0)  # every row the same noise: "Up" leaves only zeros after the first row
+    png = encode_png(img, 6)
+    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(40, 1 + 64 * 3)
+    assert raw[0, 0] == 0 and np.array_equal(raw[0, 1:], row.reshape(-1))
+    assert (raw[1:, 0] == 2).all() and not raw[1:, 1:].any()
+    assert len(png) < 64 * 3 + 200  # the noise once, not 40 times
+
+
 def test_encode_png_compresses_flat_renders_and_rejects_what_it_cannot_write():
     img = np.full((512, 512, 3), 255, np.uint8)
     img[100:300, 150:400] = (90, 120, 200)
