@@ -99,8 +99,8 @@ def shard_job_seconds(logs: Path, shards: int) -> float:
 @contextlib.contextmanager
 def pinned(cores: int):
     """Run the block, and every process it starts, on ``cores`` CPUs only: without it a "1 core" figure lets the
-    stage's PNG-writer thread (zlib frees the GIL) use an idle second core that the bare loop, which writes
-    nothing, has no use for."""
+    stage's PNG-writer thread (it encodes while the render waits in GL calls, which drop the GIL) use an idle
+    second core that the bare loop, which writes nothing, has no use for."""
     before = os.sched_getaffinity(0)
     if len(before) < cores:
         raise SystemExit(f"--cores {cores}: this process may use only {len(before)} CPU(s)")

@@ -176,15 +176,14 @@ PNG_COLOUR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: grey, RGB,
 
 def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
     """Return ``image`` (uint8, ``[H, W]`` grey or ``[H, W, C]`` with C in 1, 3, 4) as PNG bytes: the first row with
-    PNG filter 0 (none), every other row with filter 2 ("Up": the byte minus the one above it, mod 256), then zlib at
-    ``compress_level`` (0-9) by libdeflate (the ``deflate`` package: a zlib stream as small as zlib's at the same
-    level, mean 2.52 against 2.51 KiB a view, in half the time, 1.1 against 2.3 ms a 512 px view).
+    PNG filter 0 (none), every other row with filter 2 ("Up": the byte minus the one above it, mod 256), then a zlib
+    stream at ``compress_level`` (0-9) from libdeflate (the ``deflate`` package).
 
-    Why not Pillow: its encoder tries PNG's adaptive row filters per row, twice the encode time (5.7 against
-    2.6 ms a 512 px image on the development machine), and a shard writes three images a model. On renders (flat
-    background, flat-shaded faces) "Up" alone turns each face's interior into zero runs: files as small as
-    Pillow's (mean 2.5 KiB a view on the default data, 3.1 unfiltered) at the unfiltered encode's speed (the
-    row difference is one vectorised subtraction). Any PNG reader decodes it."""
+    Why not Pillow: its adaptive per-row filters cost twice the encode time, and a shard writes three images a
+    model. On renders (flat background, flat-shaded faces) "Up" alone turns each face's interior into zero runs:
+    files as small as Pillow's (mean 2.5 KiB a 512 px view on the default data; 3.1 unfiltered) for one vectorised
+    subtraction. libdeflate gives zlib's size at the same level in half its time (1.1 against 2.3 ms a view on
+    the development machine). Any PNG reader decodes it."""
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in PNG_COLOUR_TYPES):
         raise ValueError(f"encode_png: expected uint8 [H, W] or [H, W, 1|3|4], got {img.dtype} {list(img.shape)}")

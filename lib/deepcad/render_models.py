@@ -187,8 +187,9 @@ class ModelRenderer:
         return row
 
     def _submit(self, writes: list[tuple]) -> None:
-        """Write in the background while the next model renders (PNG encoding is zlib, which frees the GIL);
-        at most a few models' writes wait, so memory stays flat. :meth:`close` waits for all and re-raises."""
+        """Write in the background while the next model renders (the render waits in GL calls, which run without
+        the GIL, so a free core encodes meanwhile; libdeflate itself holds the GIL); at most a few models' writes
+        wait, so memory stays flat. :meth:`close` waits for all and re-raises."""
         while len(self._pending) >= self.MAX_PENDING:
             self._pending.popleft().result()
         self._pending.append(self._writer.submit(_run_all, writes))
