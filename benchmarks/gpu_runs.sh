@@ -8,8 +8,12 @@
 # BETWEEN='cmd' runs while the data is rendered, before the trainers take the GPU.
 # RUNS='vae' (or 'apt'): only that run (default 'apt vae'). Rerunning with the same OUT_DIR resumes: the data stages
 # skip what exists and each trainer resumes from its last checkpoint with a fresh MINUTES (a machine's call limit).
-# VAE_WORKERS=N: loader workers of the VAE trainer (default 8; 1024 px clips decode slowly).
+# VAE_WORKERS=N / APT_WORKERS=N: loader workers of the VAE trainer (default 8; 1024 px clips decode slowly) / of APT's
+#   (default 6; realesrgan_video degrades in the workers, ~0.2 s a batch of two 16-frame 224 px clips on one core).
 # TRAIN_ONLY=1: stop after the trainers (a run split over several calls evaluates only in its last one).
+# ABLATION=STEPS: also SeedVR2's loss ablation on the APT data beside the trainers (benchmarks/apt_ablation.py: four
+#   loss rows of STEPS steps each, ABLATION_PARALLEL at a time (default 4), ABLATION_WORKERS loader workers each
+#   (default 2), each capped at ABLATION_MINUTES (default MINUTES); more overrides in ABLATION_OVERRIDES) into OUT_DIR/ablation.
 # APT_OVERRIDES / VAE_OVERRIDES: more dotted.key=value pairs for benchmarks/gpu_params.py (a CPU smoke test).
 # Logs, timings, both eval reports (eval_apt/, eval_vae/) and the final metrics land in OUT_DIR. On a workstation
 # with DVC, the same params files work with `dvc exp run` (copy them over params.yaml).
@@ -45,11 +49,23 @@ if [[ -n "${BETWEEN:-}" ]]; then eval "$BETWEEN"; fi
 [[ -z $v ]] || wait $v || { echo "vae data chain failed: $out/vae_run.log"; tail -5 "$out/vae_run.log"; runs=${runs/ vae / }; }
 a=""; v=""
 ea=eval_apt; ev=eval_vae; [[ ${TRAIN_ONLY:-0} == 1 ]] && { ea=""; ev=""; }
-[[ $runs == *" apt "* ]] && { chain apt 6 train_apt $ea & a=$!; }
+[[ $runs == *" apt "* ]] && { chain apt "${APT_WORKERS:-6}" train_apt $ea & a=$!; }
 [[ $runs == *" vae "* ]] && { chain vae "${VAE_WORKERS:-8}" train_curriculum $ev & v=$!; }
+b=""
+if [[ -n "${ABLATION:-}" && $runs == *" apt "* ]]; then
+  # shellcheck disable=SC2086  # ABLATION_OVERRIDES is a list of key=value words
+  $py benchmarks/apt_ablation.py "$out/ablation" --params "$out/apt.yaml" --steps "$ABLATION" \
+    --max-minutes "${ABLATION_MINUTES:-$minutes}" --parallel "${ABLATION_PARALLEL:-4}" --loader-workers "${ABLATION_WORKERS:-2}" \
+    ${ABLATION_OVERRIDES:-} >>"$out/ablation_run.log" 2>&1 & b=$!
+fi
 [[ -z $a ]] || { wait $a; echo "apt chain exit $?"; }
 [[ -z $v ]] || { wait $v; echo "vae chain exit $?"; }
-for f in data/models/train_apt/final/metrics.json data/models/train_curriculum/final/metrics.json; do
+[[ -z $b ]] || { wait $b; echo "ablation exit $?"; tail -5 "$out/ablation_run.log"; }
+for pair in "apt train_apt" "vae train_curriculum"; do  # the trainers' final metrics, from their params' out_dir
+  read -r name stage <<<"$pair"
+  [[ $runs == *" $name "* ]] || continue
+  f=$($py -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]]["out_dir"])' \
+      "$out/$name.yaml" "$stage")/final/metrics.json
   echo "== $f"; cat "$f" 2>/dev/null; echo
-  cp "$f" "$out/$(basename "$(dirname "$(dirname "$f")")")_final_metrics.json" 2>/dev/null
+  cp "$f" "$out/${stage}_final_metrics.json" 2>/dev/null
 done
