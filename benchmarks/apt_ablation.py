@@ -20,6 +20,14 @@ section.key=value pairs (benchmarks/gpu_params.py's syntax) apply to every row, 
 Rows run `benchmarks/run_stages.py train_apt eval_apt`, K at a time (on one GPU each gets a share of it: compare
 rows by steps, not by wall time). Rerunning with the same OUT_DIR resumes: train_apt picks up each row's checkpoint.
 
+With DVC (a workstation), the same grid as queued experiments instead, one per row, in this workspace:
+
+    python benchmarks/apt_ablation.py --dvc [--steps N] [--max-minutes M] [--rows ...] [-S-style key=value ...]
+    dvc queue start -j 1 && dvc exp show --drop '.*' --keep '^(Experiment|summary\\.apt\\..*)$'
+
+queues `dvc exp run --queue --name apt-<row> -S train_apt.loss.<key>=<value> ... eval_apt` (the trailing pairs go in
+as -S, e.g. `train_apt=gpu_h200 train_apt.degrade.kind=realesrgan_video`); --dry-run prints the commands.
+
 Writes OUT_DIR/ablation.json: {"steps", "max_minutes", "rows": [{name, label, loss, psnr, ssim, temporal_error (G,
 the raw weights), g_ema: {psnr, ssim, temporal_error}, bicubic: {...}, flicker_ratio, steps, stop_reason, minutes,
 collapse: {fake_std, real_std, d_real_logit, d_fake_logit}}]}; a row that failed has `error` instead of metrics.
@@ -130,6 +138,21 @@ def collect(out_dir: Path, names: list[str], steps: int | None, max_minutes: flo
     return {"steps": steps, "max_minutes": max_minutes, "rows": [row_record(out_dir, n) for n in ordered]}
 
 
+def dvc_commands(names: list[str], *, steps: int | None, max_minutes: float | None,
+                 sets: list[str]) -> list[list[str]]:
+    """`dvc exp run --queue` argv of each row: the shared -S pairs first, then the row's loss keys."""
+    common = [f"train_apt.steps={steps}"] * (steps is not None) + [f"train_apt.max_minutes={max_minutes}"] * (
+        max_minutes is not None) + sets
+    cmds = []
+    for name in [n for n in ROW_NAMES if n in names]:
+        loss = [f"train_apt.loss.{k}={v}" for k, v in ROWS[ROW_NAMES.index(name)][2].items()]
+        cmd = ["dvc", "exp", "run", "--queue", "--name", f"apt-{name.replace('_', '-')}"]
+        for pair in common + loss:
+            cmd += ["-S", pair]
+        cmds.append(cmd + ["eval_apt"])
+    return cmds
+
+
 def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     out = []
     for pair in pairs:
@@ -142,9 +165,10 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("out_dir", type=Path, nargs="?", help="where the rows run (not with --dvc)")
     ap.add_argument("overrides", nargs="*", metavar="section.key=yaml_value", help="applied to every row")
-    ap.add_argument("--params", required=True, help="the base params file (its data stages already ran)")
+    ap.add_argument("--params", help="the base params file (its data stages already ran)")
+    ap.add_argument("--dvc", action="store_true", help="queue the rows as DVC experiments in this workspace")
     ap.add_argument("--steps", type=int, help="train_apt.steps of every row (default: the base's)")
     ap.add_argument("--max-minutes", type=float, help="train_apt.max_minutes of every row: a cap, marked if hit")
     ap.add_argument("--parallel", type=int, default=1, help="rows at a time (default: %(default)s)")
@@ -158,6 +182,21 @@ def main() -> int:
         ap.error(f"unknown row {unknown[0]!r} (rows: {', '.join(ROW_NAMES)})")
     if args.parallel < 1 or args.loader_workers < 0:
         ap.error("--parallel must be >= 1 and --loader-workers >= 0")
+    if args.dvc:
+        # the positionals are all -S pairs here; argparse gives the first one to out_dir
+        sets = ([str(args.out_dir)] if args.out_dir is not None else []) + args.overrides
+        for cmd in dvc_commands(names, steps=args.steps, max_minutes=args.max_minutes, sets=sets):
+            print(" ".join(cmd), flush=True)
+            if not args.dry_run:
+                code = subprocess.run(cmd, cwd=ROOT).returncode
+                if code:
+                    return code
+        if not args.dry_run:
+            print("== queued; run them with `dvc queue start -j 1`, compare with `dvc exp show --drop '.*' "
+                  "--keep '^(Experiment|summary\\.apt\\..*)$'`")
+        return 0
+    if args.out_dir is None or args.params is None:
+        ap.error("give OUT_DIR and --params (or --dvc)")
     if not Path(args.params).is_file():
         ap.error(f"{args.params}: params file not found")
     base = yaml.safe_load(Path(args.params).read_text())

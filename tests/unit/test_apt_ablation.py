@@ -148,3 +148,26 @@ def test_cli_merges_run_and_ablation_into_the_report(tmp_path):
     md = (reports / "apt_gpu_run.md").read_text()  # the run's section survives the ablation-only call
     assert "A loss against the goal" in md and "| EMA-G | 25.900 |" in md and "| NS + R1 |" in md and "short" in md
     assert (reports / "apt_gpu_run" / "run_strip.png").read_bytes() == b"png"
+
+
+def test_dvc_mode_queues_one_experiment_per_row_with_the_same_shared_sets():
+    from apt_ablation import dvc_commands
+
+    cmds = dvc_commands(["rpgan_l1", "ns_r1"], steps=600, max_minutes=None, sets=["train_apt=gpu_h200"])
+    assert [c[c.index("--name") + 1] for c in cmds] == ["apt-ns-r1", "apt-rpgan-l1"]  # the paper's order
+    for cmd in cmds:
+        assert cmd[:4] == ["dvc", "exp", "run", "--queue"] and cmd[-1] == "eval_apt"
+        sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-S"]
+        assert sets[:2] == ["train_apt.steps=600", "train_apt=gpu_h200"]
+        assert not any(s.startswith("train_apt.max_minutes") for s in sets)
+    ns_sets = [cmds[0][i + 1] for i, arg in enumerate(cmds[0]) if arg == "-S"]
+    assert ns_sets[2:] == ["train_apt.loss.kind=ns_r1", "train_apt.loss.r1=1.0", "train_apt.loss.r2=0.0",
+                           "train_apt.loss.recon=0.0", "train_apt.loss.fm=0.0"]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "apt_ablation.py"), "--dvc", "--dry-run",
+                           "--rows", "rpgan_l1_fm", "train_apt.degrade.kind=realesrgan_video"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        "dvc exp run --queue --name apt-rpgan-l1-fm -S train_apt.degrade.kind=realesrgan_video "
+        "-S train_apt.loss.kind=rpgan_r1r2 -S train_apt.loss.r1=1000.0 -S train_apt.loss.r2=1000.0 "
+        "-S train_apt.loss.recon=0.1 -S train_apt.loss.fm=0.1 eval_apt")
