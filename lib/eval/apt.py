@@ -287,9 +287,14 @@ def load_generator(path: str | Path, config: VideoSRConfig) -> VideoSRGenerator:
 @torch.no_grad()
 def upscale(model: nn.Module, lq: torch.Tensor, batch_size: int, text: torch.Tensor | None = None) -> torch.Tensor:
     """Return ``model(lq)`` (``model(lq, text)`` when ``text`` ``[N, text_dim]`` is given) in batches, clamped
-    to [-1, 1]."""
-    parts = [model(lq[i:i + batch_size]) if text is None else model(lq[i:i + batch_size], text[i:i + batch_size])
-             for i in range(0, len(lq), batch_size)]
+    to [-1, 1]. Each batch runs on the model's device and comes back to ``lq``'s (the clips stay in host memory;
+    on a GPU machine eval_apt puts the generators on the GPU)."""
+    device = next(model.parameters()).device
+    parts = []
+    for i in range(0, len(lq), batch_size):
+        x = lq[i:i + batch_size].to(device)
+        out = model(x) if text is None else model(x, text[i:i + batch_size].to(device))
+        parts.append(out.to(lq.device, lq.dtype))
     return torch.cat(parts).clamp(-1, 1)
 
 

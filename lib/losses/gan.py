@@ -63,17 +63,20 @@ def _logits(output: torch.Tensor | tuple) -> torch.Tensor:
 
 
 def r1_penalty(discriminator: nn.Module, real: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Return the R1 penalty ``E_x[ ||∇_x sum D(x)||² ]`` on real data, WITHOUT the γ/2 factor.
+    """Return the R1 penalty ``E_x[ ||∇_x sum D(x)||² ] / P`` on real data, WITHOUT the γ/2 factor.
 
-    For a patch discriminator the logits of one sample are summed before the gradient is taken; the squared
-    norm is over all of a sample's elements, then averaged over the batch. The graph is kept
-    (``create_graph=True``) so the result can be backpropagated into the discriminator.
-    ``kwargs`` go to the discriminator.
+    For a patch discriminator with ``P`` logits per sample the logits of one sample are summed before the
+    gradient is taken, the squared norm is over all of a sample's elements, averaged over the batch, and divided
+    by ``P``: per logit, like the adversarial losses (means over patches), so γ means what it means for a
+    one-logit D (StyleGAN's; ``P = 1`` changes nothing). Summed over patches, the penalty was ``P`` times
+    stronger (225-900 on the project's crops) and held the patch D at chance: NS loss at 2·ln 2 for hundreds of
+    steps on CPU and GPU runs, so G got no adversarial signal. The graph is kept (``create_graph=True``) so the
+    result can be backpropagated into the discriminator. ``kwargs`` go to the discriminator.
     """
     real = real.detach().requires_grad_(True)
     logits = _logits(discriminator(real, **kwargs))
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-    return grad.square().flatten(1).sum(1).mean()
+    return grad.square().flatten(1).sum(1).mean() / logits[0].numel()
 
 
 def generator_rpgan(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -99,18 +102,20 @@ def _check_paired(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
 
 def approximate_gradient_penalty(discriminator: nn.Module, x: torch.Tensor, sigma: float,
                                  logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Return SeedVR2's approximate R1 (``x`` real) or R2 (``x`` fake): ``E_x ||D(x) - D(x + σε)||²``, ε ~ N(0, I).
+    """Return SeedVR2's approximate R1 (``x`` real) or R2 (``x`` fake): ``E_x ||D(x) - D(x + σε)||² / P``,
+    ε ~ N(0, I), for ``P`` logits per sample.
 
-    The squared norm is over a sample's logits (every patch), then averaged over the batch. Since
+    The squared difference is averaged over a sample's logits (every patch; per logit, as :func:`r1_penalty`,
+    so the weight means what it does for SeedVR2's one-logit D), then over the batch. Since
     ``D(x + σε) - D(x) = σ ∇D·ε + O(σ²)`` and ``E_ε (∇D_p·ε)² = ||∇D_p||²``, the penalty divided by σ² tends to
-    ``Σ_p ||∇_x D_p(x)||²`` (R1 per patch; exactly R1 for one logit per sample) as σ → 0. ``x`` is detached:
+    ``Σ_p ||∇_x D_p(x)||² / P`` (R1 per patch; exactly R1 for one logit per sample) as σ → 0. ``x`` is detached:
     the penalty trains D only. ``logits`` (``D(x)``, already computed) saves a forward.
     """
     x = x.detach()
     if logits is None:
         logits = _logits(discriminator(x))
     noisy = _logits(discriminator(x + sigma * torch.randn_like(x)))
-    return (logits - noisy).square().flatten(1).sum(1).mean()
+    return (logits - noisy).square().flatten(1).mean(1).mean()
 
 
 @contextmanager

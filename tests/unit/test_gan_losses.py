@@ -86,7 +86,8 @@ def test_r1_matches_finite_differences():
             step[i] = eps
             grad[i] = (f(sample + step.view_as(sample)) - f(sample - step.view_as(sample))) / (2 * eps)
         norms.append(grad.square().sum().item())
-    expected = sum(norms) / len(norms)
+    patches = D(x)[0][0].numel()  # per logit: the squared norm of the summed logits' gradient over P
+    expected = sum(norms) / len(norms) / patches
 
     r1 = r1_penalty(D, x)
     assert abs(r1.item() - expected) / expected < 1e-4
@@ -124,7 +125,7 @@ def test_approximate_penalty_over_sigma_squared_tends_to_the_exact_gradient_pena
     D = _tiny_d()
     torch.manual_seed(1)
     x = torch.randn(2, 3, 2, 3, 3, dtype=torch.float64)
-    exact = _exact_per_patch_penalty(D, x)
+    exact = _exact_per_patch_penalty(D, x) / D(x)[0][0].numel()  # per logit
     # for a fixed direction ε the finite difference is the directional derivative as σ -> 0 ...
     torch.manual_seed(5)
     ratios = []
@@ -133,7 +134,7 @@ def test_approximate_penalty_over_sigma_squared_tends_to_the_exact_gradient_pena
         approx = approximate_gradient_penalty(D, x, sigma).item() / sigma**2
         ratios.append(approx)
     assert abs(ratios[1] - ratios[2]) < abs(ratios[0] - ratios[1])  # converging
-    # ... and over ε ~ N(0, I) its mean is Σ_p ||∇D_p||² (the exact penalty), within sampling error
+    # ... and over ε ~ N(0, I) its mean is Σ_p ||∇D_p||² / P (the exact penalty per logit), within sampling error
     torch.manual_seed(6)
     draws = [approximate_gradient_penalty(D, x, 1e-4).item() / 1e-8 for _ in range(4000)]
     assert sum(draws) / len(draws) == pytest.approx(exact, rel=0.05)
@@ -144,6 +145,24 @@ def test_approximate_penalty_over_sigma_squared_tends_to_the_exact_gradient_pena
             return logits.flatten(1).sum(1, keepdim=True), features
 
     assert _exact_per_patch_penalty(OneLogit(), x) == pytest.approx(r1_penalty(OneLogit(), x).item(), rel=1e-9)
+
+
+def test_penalties_are_per_logit_so_more_patches_do_not_strengthen_them():
+    """A patch D sees a clip and the same clip tiled 2x2 (~4.6x the patch logits): per logit, both penalties stay
+    about equal (only the tiles' seams and borders differ); summed over patches they grew with the patch count
+    and held D at chance in training."""
+    torch.manual_seed(3)
+    D = PatchDiscriminator3D(channels=4, n_down=1).double().eval()  # eval: no power-iteration updates between calls
+    x = torch.randn(2, 3, 2, 16, 16, dtype=torch.float64)
+    tiled = x.repeat(1, 1, 1, 2, 2)
+    patches = D(tiled)[0][0].numel() / D(x)[0][0].numel()
+    r1_ratio = (r1_penalty(D, tiled) / r1_penalty(D, x)).item()
+    torch.manual_seed(4)
+    small = sum(approximate_gradient_penalty(D, x, 1e-3).item() for _ in range(100))
+    torch.manual_seed(4)
+    large = sum(approximate_gradient_penalty(D, tiled, 1e-3).item() for _ in range(100))
+    assert patches > 4
+    assert 0.75 < r1_ratio < 1.5 and 0.75 < large / small < 1.5, (r1_ratio, large / small)
 
 
 def test_rpgan_penalties_train_d_only_and_follow_r1_every():
