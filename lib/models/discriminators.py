@@ -2,8 +2,9 @@
 
 Both take a video ``[B, 3, T, H, W]`` in [-1, 1] and return ``(logits, features)``: ``features`` is the
 list of intermediate activations (after each LeakyReLU, coarsening in space) used for feature matching.
-Every conv / linear layer is spectral-normalised (``torch.nn.utils.parametrizations.spectral_norm``,
-one power iteration per training-mode forward). No normalisation layers, so R1 is well defined per sample.
+Every conv / linear layer is spectral-normalised (``torch.nn.utils.parametrizations.spectral_norm``, one power
+iteration per training-mode forward), unless the patch D is built with ``spectral=False``. No normalisation
+layers, so R1 is well defined per sample.
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ class PatchDiscriminator3D(nn.Module):
     the slow layers in the GPU profile), so the stride-1 layer keeps H. ``stem="space_to_depth"`` replaces the
     first strided conv's input by a 2x2 pixel-unshuffle (3 -> 12 channels at half size) and makes that conv
     stride 1: the 3-channel full-resolution layer, the other slow one, goes away. Both keep the number of layers
-    and feature maps (feature matching unchanged).
+    and feature maps (feature matching unchanged). ``spectral=False`` drops the spectral norm of every layer (the
+    StyleGAN / SeedVR2 way: the R1 / R2 penalties alone keep D smooth); with it on, D's logits move slowly under
+    those penalties (benchmarks/apt_disc_probe.py).
 
     Output shape: ``[B, 3, T, H, W] -> [B, 1, T, H // 2**n_down - 1, W // 2**n_down - 1]`` with ``kernel=4``,
     ``[B, 1, T, H // 2**n_down, W // 2**n_down]`` with ``kernel=3``; e.g. ``[2, 3, 8, 64, 64] -> [2, 1, 8, 15, 15]``
@@ -38,8 +41,9 @@ class PatchDiscriminator3D(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 32, n_down: int = 2, max_channels: int = 256,
-                 kernel: int = 4, stem: str = "conv") -> None:
+                 kernel: int = 4, stem: str = "conv", spectral: bool = True) -> None:
         super().__init__()
+        norm = spectral_norm if spectral else (lambda layer: layer)
         if n_down < 1:
             raise ValueError(f"PatchDiscriminator3D: n_down must be >= 1, got {n_down}")
         if kernel not in (3, 4):
@@ -52,13 +56,13 @@ class PatchDiscriminator3D(nn.Module):
         c_in, c_out = in_channels, channels
         for i in range(n_down):
             if i == 0 and stem == "space_to_depth":  # the unshuffle already halved H and W
-                convs.append(spectral_norm(nn.Conv3d(4 * c_in, c_out, kernel_size=3, stride=1, padding=1)))
+                convs.append(norm(nn.Conv3d(4 * c_in, c_out, kernel_size=3, stride=1, padding=1)))
             else:
-                convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=k, stride=(1, 2, 2), padding=1)))
+                convs.append(norm(nn.Conv3d(c_in, c_out, kernel_size=k, stride=(1, 2, 2), padding=1)))
             c_in, c_out = c_out, min(2 * c_out, max_channels)
-        convs.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=k, stride=1, padding=1)))
+        convs.append(norm(nn.Conv3d(c_in, c_out, kernel_size=k, stride=1, padding=1)))
         self.convs = nn.ModuleList(convs)
-        self.to_logits = spectral_norm(nn.Conv3d(c_out, 1, kernel_size=3, padding=1))
+        self.to_logits = norm(nn.Conv3d(c_out, 1, kernel_size=3, padding=1))
 
     def output_shape(self, shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
         """Return the logits shape ``(B, 1, T, H', W')`` for an input of shape ``(B, C, T, H, W)``."""

@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from lib.config import ConfigError
-from lib.train.apt import from_section, loader_config, make_data_fn, make_trainer, to_section
+from lib.train.apt import build_models, from_section, loader_config, make_data_fn, make_trainer, to_section
 from lib.train.checkpoint import latest_checkpoint
 from tests.helpers.ssv2_data import write_clip_manifest
 from tests.helpers.training import final_weights, run_killed_at
@@ -142,3 +143,15 @@ def test_the_k3_space_to_depth_discriminator_trains(tmp_path, manifest, loss):
         assert math.isfinite(metrics[key]), key
     with pytest.raises(ConfigError, match="disc_stem"):
         from_section(tiny_section("x", disc_stem="patchify"))
+
+
+def test_disc_spectral_norm_false_builds_a_plain_patch_d_that_trains(tmp_path, manifest):
+    cfg = from_section(tiny_section(tmp_path / "run", steps=2, disc_spectral_norm=False,
+                                    loss={"kind": "rpgan_r1r2", "r2": 1.0, "recon": 1.0}))
+    trainer = make_trainer(cfg, loader_config(cfg, manifest))
+    D = trainer.unwrap("D")
+    layers = [*D.convs, D.to_logits]
+    assert not any(parametrize.is_parametrized(layer) for layer in layers)
+    assert all(parametrize.is_parametrized(layer) for layer in [*build_models(from_section(
+        tiny_section("x")))["D"].convs])  # the default keeps spectral norm
+    assert math.isfinite(trainer.run()["d/loss"])
