@@ -8,12 +8,13 @@
 # BETWEEN='cmd' runs while the data is rendered, before the trainers take the GPU.
 # RUNS='vae' (or 'apt'): only that run (default 'apt vae'). Rerunning with the same OUT_DIR resumes: the data stages
 # skip what exists and each trainer resumes from its last checkpoint with a fresh MINUTES (a machine's call limit).
-# VAE_WORKERS=N / APT_WORKERS=N: loader workers of the VAE trainer (default 8; 1024 px clips decode slowly) / of APT's
-#   (default 6; realesrgan_video degrades in the workers, ~0.2 s a batch of two 16-frame 224 px clips on one core).
+# VAE_WORKERS=N / APT_WORKERS=N: loader workers of the VAE trainer (default 8; 1024 px clips decode slowly) / of
+#   APT's (default 6; realesrgan_video degrades in the workers: ~0.2 s a batch of two 16-frame 224 px clips a core).
 # TRAIN_ONLY=1: stop after the trainers (a run split over several calls evaluates only in its last one).
 # ABLATION=STEPS: also SeedVR2's loss ablation on the APT data beside the trainers (benchmarks/apt_ablation.py: four
 #   loss rows of STEPS steps each, ABLATION_PARALLEL at a time (default 4), ABLATION_WORKERS loader workers each
-#   (default 2), each capped at ABLATION_MINUTES (default MINUTES); more overrides in ABLATION_OVERRIDES) into OUT_DIR/ablation.
+#   (default 2), each capped at ABLATION_MINUTES (default MINUTES); more overrides in ABLATION_OVERRIDES) into
+#   OUT_DIR/ablation.
 # APT_OVERRIDES / VAE_OVERRIDES: more dotted.key=value pairs for benchmarks/gpu_params.py (a CPU smoke test).
 # Logs, timings, both eval reports (eval_apt/, eval_vae/) and the final metrics land in OUT_DIR. On a workstation
 # with DVC, the same params files work with `dvc exp run` (copy them over params.yaml).
@@ -55,7 +56,8 @@ b=""
 if [[ -n "${ABLATION:-}" && $runs == *" apt "* ]]; then
   # shellcheck disable=SC2086  # ABLATION_OVERRIDES is a list of key=value words
   $py benchmarks/apt_ablation.py "$out/ablation" --params "$out/apt.yaml" --steps "$ABLATION" \
-    --max-minutes "${ABLATION_MINUTES:-$minutes}" --parallel "${ABLATION_PARALLEL:-4}" --loader-workers "${ABLATION_WORKERS:-2}" \
+    --max-minutes "${ABLATION_MINUTES:-$minutes}" --parallel "${ABLATION_PARALLEL:-4}" \
+    --loader-workers "${ABLATION_WORKERS:-2}" \
     ${ABLATION_OVERRIDES:-} >>"$out/ablation_run.log" 2>&1 & b=$!
 fi
 [[ -z $a ]] || { wait $a; echo "apt chain exit $?"; }
