@@ -3,8 +3,8 @@
 Both take a video ``[B, 3, T, H, W]`` in [-1, 1] and return ``(logits, features)``: ``features`` is the
 list of intermediate activations (after each LeakyReLU, coarsening in space) used for feature matching.
 Every conv / linear layer is spectral-normalised (``torch.nn.utils.parametrizations.spectral_norm``, one power
-iteration per training-mode forward), unless the patch D is built with ``spectral=False``. No normalisation
-layers, so R1 is well defined per sample.
+iteration per training-mode forward), unless built with ``spectral=False``. No normalisation layers, so R1 is
+well defined per sample.
 """
 from __future__ import annotations
 
@@ -100,19 +100,20 @@ class VideoDiscriminator(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 32, n_down3d: int = 2, n_down2d: int = 2,
-                 max_channels: int = 256) -> None:
+                 max_channels: int = 256, spectral: bool = True) -> None:
         super().__init__()
+        norm = spectral_norm if spectral else (lambda layer: layer)
         convs3d, convs2d = [], []
         c_in, c_out = in_channels, channels
         for _ in range(n_down3d):
-            convs3d.append(spectral_norm(nn.Conv3d(c_in, c_out, kernel_size=3, stride=2, padding=1)))
+            convs3d.append(norm(nn.Conv3d(c_in, c_out, kernel_size=3, stride=2, padding=1)))
             c_in, c_out = c_out, min(2 * c_out, max_channels)
         for _ in range(n_down2d):
-            convs2d.append(spectral_norm(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1)))
+            convs2d.append(norm(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1)))
             c_in, c_out = c_out, min(2 * c_out, max_channels)
         self.convs3d = nn.ModuleList(convs3d)
         self.convs2d = nn.ModuleList(convs2d)
-        self.to_logits = spectral_norm(nn.Linear(c_in, 1))
+        self.to_logits = norm(nn.Linear(c_in, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return ``(logits [B, 1], features)``: features are the 3D then the 2D activations."""

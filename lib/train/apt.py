@@ -76,7 +76,7 @@ class APTConfig(Checked):
     disc_channels: Annotated[int, Ge(1)] = 32
     disc_kernel: Literal[3, 4] = 4  # patch D: k(3,4,4) convs (pix2pix) or k(3,3,3)
     disc_stem: Literal["conv", "space_to_depth"] = "conv"  # patch D: a 2x2 pixel-unshuffle before the first conv
-    disc_spectral_norm: bool = True  # patch D: spectral norm on every layer (false: the penalties alone regularise D)
+    disc_spectral_norm: bool = True  # spectral norm on every D layer (false: the penalties alone regularise D)
     loss: GANLossWeights = field(default_factory=GANLossWeights)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     crop: Annotated[int, Ge(1)] = 64
@@ -244,7 +244,7 @@ def build_models(cfg: APTConfig) -> dict[str, nn.Module]:
     D = (PatchDiscriminator3D(channels=cfg.disc_channels, kernel=cfg.disc_kernel, stem=cfg.disc_stem,
                               spectral=cfg.disc_spectral_norm)
          if cfg.disc == "patch"
-         else VideoDiscriminator(channels=cfg.disc_channels))
+         else VideoDiscriminator(channels=cfg.disc_channels, spectral=cfg.disc_spectral_norm))
     if cfg.channels_last:
         for model in (G, D):
             to_channels_last_3d(model)

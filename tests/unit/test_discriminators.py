@@ -63,6 +63,17 @@ def test_spectral_norm_on_every_layer(make):
 
 
 @pytest.mark.parametrize("make", [PatchDiscriminator3D, VideoDiscriminator])
+def test_spectral_false_leaves_every_layer_plain_with_the_same_shapes(make):
+    torch.manual_seed(0)
+    D, plain = make(channels=4), make(channels=4, spectral=False)
+    layers = [m for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
+    assert layers and not any(hasattr(m, "parametrizations") for m in layers)
+    x = torch.randn(2, 3, 4, 32, 32)
+    (a, fa), (b, fb) = D(x), plain(x)
+    assert a.shape == b.shape and [f.shape for f in fa] == [f.shape for f in fb]
+
+
+@pytest.mark.parametrize("make", [PatchDiscriminator3D, VideoDiscriminator])
 def test_gradients_reach_input_and_params(make):
     torch.manual_seed(0)
     D = make(channels=4)
