@@ -48,7 +48,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_params import override  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from gpu_params import override, parse_override  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from lib.io import atomic_write_json  # noqa: E402
 
@@ -153,16 +153,6 @@ def dvc_commands(names: list[str], *, steps: int | None, max_minutes: float | No
     return cmds
 
 
-def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
-    out = []
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"{pair}: expected section.key=yaml_value")
-        key, value = pair.split("=", 1)
-        out.append((key, yaml.safe_load(value)))
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", type=Path, nargs="?", help="where the rows run (not with --dvc)")
@@ -202,7 +192,7 @@ def main() -> int:
     base = yaml.safe_load(Path(args.params).read_text())
     out_dir = args.out_dir.resolve()
     try:
-        overrides = parse_overrides(args.overrides)
+        overrides = [parse_override(pair) for pair in args.overrides]
         for name in names:
             params = row_params(base, name, out_dir, steps=args.steps, max_minutes=args.max_minutes,
                                 overrides=overrides)

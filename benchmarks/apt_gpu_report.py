@@ -115,7 +115,7 @@ def markdown(data: dict[str, Any], strips: list[str]) -> str:
         if base is not None:
             lines += ["", f"Bicubic: PSNR {base['psnr']:.3f} dB, SSIM {base['ssim']:.4f}, temporal error "
                           f"{base['temporal_error']:.5f}. G/real std: the std of G's output over the std of the "
-                          "HQ frames in the last logged step (well below 1: outputs flatten, a sign of collapse).", ""]
+                          "HQ frames in the last logged step (far from 1: flat or blown-up outputs).", ""]
         lines += [meta["notes"], ""] if meta.get("notes") else []
     lines += [f"![{s}](apt_gpu_run/{s})" for s in strips]
     return "\n".join(lines) + "\n"

@@ -89,6 +89,14 @@ def override(params: dict[str, Any], dotted: str, value: Any) -> None:
             node = node[key]
 
 
+def parse_override(pair: str) -> tuple[str, Any]:
+    """``"a.b.c=value"`` -> ``("a.b.c", value parsed as YAML)``; ValueError without an ``=``."""
+    if "=" not in pair:
+        raise ValueError(f"{pair}: expected dotted.key=yaml_value")
+    key, value = pair.split("=", 1)
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", help="apt | vae | cad")
@@ -101,10 +109,7 @@ def main() -> None:
     try:
         preset(args.preset, params)
         for pair in args.overrides:
-            if "=" not in pair:
-                raise ValueError(f"{pair}: expected dotted.key=yaml_value")
-            key, value = pair.split("=", 1)
-            override(params, key, yaml.safe_load(value))
+            override(params, *parse_override(pair))
     except (ValueError, yaml.YAMLError) as err:
         parser.error(str(err))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
